@@ -1,0 +1,234 @@
+"""The small frozen records patternfind passes around: `Filter`, `Detection`, `Box`.
+
+Boxes everywhere are ``(x, y, w, h)``: the top-left corner and the size, in
+input-image pixels, x to the right and y down (the convention of OpenCV,
+COCO and Multi-Template-Matching).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from patternfind._validation import as_float_array, check_finite
+
+#: Version of the ``.npz`` filter format written by `Filter.save`.
+FILTER_FORMAT_VERSION = 1
+
+FEATURE_KINDS = ("pixels", "gradients", "hog")
+SCORE_KINDS = ("ncc", "dot", "cosine")
+
+
+@dataclass(frozen=True, eq=False)
+class Filter:
+    """A linear filter: F×F×C weights plus a bias, and what it was made for.
+
+    Parameters
+    ----------
+    weights : (h, w) or (h, w, C) array
+        The filter's weights, stored as C-contiguous float32. For
+        ``features="pixels"`` the axes are pixels (and colour channels); for
+        other feature kinds they are feature cells and feature channels.
+    bias : float
+        Added to the dot product (the lecture's ``b``).
+    name : str
+        Label given to this filter's detections.
+    threshold : float, optional
+        The filter's own operating threshold, used when `detect` is given none.
+    score : {"ncc", "dot", "cosine"}, optional
+        The score kind the filter was made for (and its threshold refers to).
+    features : {"pixels", "gradients", "hog"}
+        What the weights are applied to.
+    mask : (h, w) bool array, optional
+        True where the filter counts. Only masked-in pixels take part in any score.
+    window : (height, width) of int, optional
+        The window the filter covers, in pixels at scale 1. Defaults to the
+        weights' first two axes for pixel filters.
+    feature_options : mapping
+        Options of the feature transform (e.g. HOG cell size and bins).
+    meta : mapping
+        Free metadata, e.g. ``{"kind": "learned", "loss": [...]}``.
+    """
+
+    weights: NDArray[np.float32]
+    bias: float = 0.0
+    name: str = "filter"
+    threshold: float | None = None
+    score: str | None = None
+    features: str = "pixels"
+    mask: NDArray[np.bool_] | None = None
+    window: tuple[int, int] | None = None
+    feature_options: Mapping[str, Any] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        weights = as_float_array(self.weights, "weights", dtype=np.float32)
+        if weights.ndim not in (2, 3):
+            msg = f"`weights` of filter {self.name!r} must be (h, w) or (h, w, C), got shape {weights.shape}"
+            raise ValueError(msg)
+        if 0 in weights.shape:
+            msg = f"Filter {self.name!r} has an empty shape {weights.shape}"
+            raise ValueError(msg)
+        mask = None
+        if self.mask is not None:
+            mask = np.ascontiguousarray(self.mask, dtype=bool)
+            if mask.shape != weights.shape[:2]:
+                msg = f"`mask` of filter {self.name!r} must have shape {weights.shape[:2]}, got {mask.shape}"
+                raise ValueError(msg)
+            if not mask.any():
+                msg = f"`mask` of filter {self.name!r} masks out every pixel"
+                raise ValueError(msg)
+        if self.features not in FEATURE_KINDS:
+            msg = f"`features` must be one of {FEATURE_KINDS}, got {self.features!r}"
+            raise ValueError(msg)
+        if self.score is not None and self.score not in SCORE_KINDS:
+            msg = f"`score` must be one of {SCORE_KINDS} or None, got {self.score!r}"
+            raise ValueError(msg)
+        bias = float(self.bias)
+        check_finite(np.asarray(bias), "bias")
+        window = self.window
+        if window is None:
+            if self.features != "pixels":
+                msg = f"Filter {self.name!r} on {self.features!r} features needs a `window` in pixels"
+                raise ValueError(msg)
+            window = (int(weights.shape[0]), int(weights.shape[1]))
+        window = (int(window[0]), int(window[1]))
+        if min(window) <= 0:
+            msg = f"`window` of filter {self.name!r} must be positive, got {window}"
+            raise ValueError(msg)
+        weights.flags.writeable = False
+        if mask is not None:
+            mask.flags.writeable = False
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "mask", mask)
+        object.__setattr__(self, "bias", bias)
+        object.__setattr__(self, "window", window)
+        object.__setattr__(self, "threshold", None if self.threshold is None else float(self.threshold))
+        object.__setattr__(self, "feature_options", dict(self.feature_options))
+        object.__setattr__(self, "meta", dict(self.meta))
+
+    @property
+    def channels(self) -> int:
+        """Number of channels C (1 for an (h, w) filter)."""
+        return 1 if self.weights.ndim == 2 else int(self.weights.shape[2])
+
+    def replace(self, **changes: Any) -> Filter:
+        """Return a copy with some fields changed (`dataclasses.replace`)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def load(cls, path: str | Path, *, name: str | None = None) -> Filter:
+        """Read a filter from ``.npy`` (weights only), ``.npz`` (`save`) or an image file.
+
+        An image's alpha channel becomes the mask. The name defaults to the file stem.
+        """
+        from patternfind import io
+
+        return io.load_filter(path, name=name)
+
+    def save(self, path: str | Path) -> None:
+        """Write the filter atomically: ``.npz`` keeps every field, ``.npy`` only the weights."""
+        from patternfind import io
+
+        io.save_filter(self, path)
+
+    @classmethod
+    def from_image(
+        cls,
+        image: NDArray[Any],
+        box: tuple[int, int, int, int],
+        *,
+        name: str = "crop",
+        **fields: Any,
+    ) -> Filter:
+        """Crop a filter out of an image.
+
+        Parameters
+        ----------
+        image : (H, W) or (H, W, C) array
+            Any dtype `patternfind.io.to_float_image` accepts; pixel values are
+            scaled to [0, 1] so the crop matches the detector's view of images.
+        box : (x, y, w, h) of int
+            The crop, in pixels; it must lie inside the image.
+        """
+        from patternfind.io import to_float_image
+
+        pixels = to_float_image(image, "image")
+        x, y, w, h = (int(v) for v in box)
+        height, width = pixels.shape[:2]
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
+            msg = f"`box` {tuple(box)} must lie inside the {width}×{height} image with w, h > 0"
+            raise ValueError(msg)
+        weights = pixels[y : y + h, x : x + w].copy()
+        meta = {"kind": "fixed", "source": "crop", "box": [x, y, w, h], **fields.pop("meta", {})}
+        return cls(weights, name=name, meta=meta, **fields)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected box, in input-image pixels.
+
+    Attributes
+    ----------
+    x, y : float
+        Top-left corner.
+    w, h : float
+        Width and height.
+    score : float
+        The score at the peak (a Python float).
+    label : str
+        Name of the filter that fired.
+    scale : float
+        Object size over filter size: 2.0 means the object was found twice as
+        large as the filter (on the image shrunk by half).
+    """
+
+    x: float
+    y: float
+    w: float
+    h: float
+    score: float
+    label: str = "filter"
+    scale: float = 1.0
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)``: top-left and bottom-right corners."""
+        return (self.x, self.y, self.x + self.w, self.y + self.h)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with keys x, y, w, h, score, label, scale."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Box:
+    """A ground-truth box from an annotation file.
+
+    Attributes
+    ----------
+    x, y, w, h : float
+        Top-left corner and size, in image pixels.
+    label : str or None
+        The category, where the format has one.
+    ignore : bool
+        True for boxes that count neither as hits nor as misses
+        (VOC ``difficult``, dlib ``ignore``).
+    """
+
+    x: float
+    y: float
+    w: float
+    h: float
+    label: str | None = None
+    ignore: bool = False
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)``: top-left and bottom-right corners."""
+        return (self.x, self.y, self.x + self.w, self.y + self.h)
