@@ -67,7 +67,9 @@ class Filter:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        weights = as_float_array(self.weights, "weights", dtype=np.float32)
+        weights = np.array(self.weights, dtype=np.float32) if self.mask is not None else (
+            as_float_array(self.weights, "weights", dtype=np.float32)
+        )
         if weights.ndim not in (2, 3):
             msg = f"`weights` of filter {self.name!r} must be (h, w) or (h, w, C), got shape {weights.shape}"
             raise ValueError(msg)
@@ -83,6 +85,10 @@ class Filter:
             if not mask.any():
                 msg = f"`mask` of filter {self.name!r} masks out every pixel"
                 raise ValueError(msg)
+            # Masked-out weights never count, so they may be NaN (e.g. a transparent
+            # template); zero them so that no score can see them.
+            check_finite(weights[mask], "weights (inside the mask)")
+            weights[~mask] = 0
         if self.features not in FEATURE_KINDS:
             msg = f"`features` must be one of {FEATURE_KINDS}, got {self.features!r}"
             raise ValueError(msg)

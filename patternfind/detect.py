@@ -1,0 +1,348 @@
+"""The detector: scan filters over an image pyramid, pick peaks, remove overlaps.
+
+``detect`` = for every pyramid level and filter: a score map
+(`patternfind.scores`), its thresholded local maxima (`patternfind.peaks`),
+boxes mapped back to input pixels; then non-maximum suppression across all
+levels and filters (`patternfind.nms`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from patternfind import io
+from patternfind._validation import finite_float, positive_int
+from patternfind.nms import non_max_suppression
+from patternfind.parallel import map_in_threads, resolve_workers
+from patternfind.peaks import find_peaks
+from patternfind.pyramid import pyramid_scales, resize_to_scale
+from patternfind.scores import (
+    DEFAULT_THRESHOLDS,
+    FLAT_VARIANCE,
+    match_channels,
+    prepare_image,
+    score_pixels,
+)
+from patternfind.structures import SCORE_KINDS, Detection, Filter
+
+FilterLike = Filter | str | Path
+ImageLike = NDArray[Any] | str | Path
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One filter with its score kind and threshold resolved."""
+
+    filter: Filter
+    score: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class LevelMap:
+    """A score map at one pyramid level, with what is needed to map it to input pixels.
+
+    Attributes
+    ----------
+    scores : (M, N) float32 array
+        Entry (i, j) scores the window whose top-left corner is at
+        ``(j · step · scale_x, i · step · scale_y)`` in input pixels.
+    label : str
+    step : int
+        Pixels of the level per map entry (1 for pixel filters, the cell size for features).
+    scale_x, scale_y : float
+        Input pixels per level pixel.
+    window : (height, width) of float
+        The window's size in input pixels.
+    """
+
+    scores: NDArray[np.float32]
+    label: str
+    step: int
+    scale_x: float
+    scale_y: float
+    window: tuple[float, float]
+
+
+def detect(
+    image: ImageLike,
+    filters: FilterLike | Sequence[FilterLike],
+    *,
+    threshold: float | None = None,
+    score: str | None = None,
+    scales: tuple[float, float] = (0.5, 2.0),
+    scale_step: float = 1.1,
+    nms_iou: float = 0.3,
+    per_label: bool = False,
+    max_detections: int | None = None,
+    subpixel: bool = False,
+    workers: int | None = None,
+) -> list[Detection]:
+    """Find every occurrence of the filters in an image, at every scale.
+
+    Parameters
+    ----------
+    image : (H, W), (H, W, 3) or (H, W, 4) array, or path
+        Grey, RGB or RGBA; uint8, uint16 or float (taken to be in [0, 1]).
+        Pixel values are scaled to [0, 1] before scoring, so a uint8 image
+        and a float filter cut from it agree.
+    filters : Filter, path, or a list of them
+        Grey filters score the grey conversion of a colour image; colour
+        filters need a colour image.
+    threshold : float, optional
+        Keep peaks scoring at least this. Default: each filter's own
+        ``threshold``, else `DEFAULT_THRESHOLDS` (ncc 0.7, cosine 0.95). A
+        ``"dot"`` score has no universal scale, so it needs one.
+    score : {"ncc", "dot", "cosine"}, optional
+        Default: each filter's own ``score``, else ``"ncc"`` for pixel
+        filters and ``"dot"`` for feature filters (their only score).
+    scales : (min, max) of float
+        Object sizes to search, as multiples of the filter size. ``(1, 1)``
+        scans the input size only.
+    scale_step : float
+        Ratio between pyramid levels (> 1).
+    nms_iou : float
+        A box overlapping a better one by more than this IoU is dropped.
+    per_label : bool
+        If True, boxes of different filters never suppress each other.
+    max_detections : int, optional
+        Keep at most this many boxes.
+    subpixel : bool
+        Refine peak positions by a quadratic fit.
+    workers : int, optional
+        Threads (default ``cv2.getNumThreads()``).
+
+    Returns
+    -------
+    list of Detection
+        Best score first; boxes in input-image pixels, inside the image.
+    """
+    detections, _ = scan(
+        image, filters, threshold=threshold, score=score, scales=scales,
+        scale_step=scale_step, nms_iou=nms_iou, per_label=per_label,
+        max_detections=max_detections, subpixel=subpixel, workers=workers,
+    )
+    return detections
+
+
+def scan(
+    image: ImageLike,
+    filters: FilterLike | Sequence[FilterLike],
+    *,
+    threshold: float | None = None,
+    score: str | None = None,
+    scales: tuple[float, float] = (0.5, 2.0),
+    scale_step: float = 1.1,
+    nms_iou: float = 0.3,
+    per_label: bool = False,
+    max_detections: int | None = None,
+    subpixel: bool = False,
+    workers: int | None = None,
+    keep_maps: bool = False,
+) -> tuple[list[Detection], list[LevelMap]]:
+    """`detect`, also returning every level's score map when ``keep_maps`` (for heat maps)."""
+    pixels = prepare_image(io.load_image(image) if isinstance(image, (str, Path)) else image)
+    plans = [_plan(f, threshold, score) for f in load_filters(filters)]
+    levels = pyramid_scales(scales, scale_step)
+    nms_iou = finite_float(nms_iou, "nms_iou")
+    if not 0 <= nms_iou <= 1:
+        msg = f"`nms_iou` must be in [0, 1], got {nms_iou!r}"
+        raise ValueError(msg)
+    if max_detections is not None:
+        max_detections = positive_int(max_detections, "max_detections")
+    workers = resolve_workers(workers)
+    for plan in plans:
+        if plan.filter.features == "pixels":
+            match_channels(pixels, plan.filter)  # fail early on a colour filter and a grey image
+    _check_some_level_fits(pixels.shape, plans, levels)
+
+    # One level at a time per thread keeps memory to a few levels; with a
+    # single level the threads split its rows instead.
+    inner_workers = workers if len(levels) == 1 else 1
+    results = map_in_threads(
+        lambda scale: _scan_level(pixels, scale, plans, subpixel, inner_workers, keep_maps),
+        levels,
+        workers,
+    )
+    candidates = [candidate for found, _ in results for candidate in found]
+    maps = [level_map for _, level_maps in results for level_map in level_maps]
+    names = [plan.filter.name for plan in plans]
+    return _suppress(candidates, names, nms_iou, per_label, max_detections), maps
+
+
+def load_filters(filters: FilterLike | Sequence[FilterLike]) -> list[Filter]:
+    """Filters from a Filter, a path, or a list of them."""
+    items = [filters] if isinstance(filters, (Filter, str, Path)) else list(filters)
+    if not items:
+        msg = "`filters` is empty: give at least one filter"
+        raise ValueError(msg)
+    loaded = []
+    for item in items:
+        if isinstance(item, Filter):
+            loaded.append(item)
+        elif isinstance(item, (str, Path)):
+            loaded.append(io.load_filter(item))
+        else:
+            msg = f"`filters` must hold Filter objects or paths, got {type(item).__name__}"
+            raise TypeError(msg)
+    return loaded
+
+
+def _plan(filter_: Filter, threshold: float | None, score: str | None) -> _Plan:
+    """Resolve the score kind and threshold for one filter, or raise."""
+    default_score = "ncc" if filter_.features == "pixels" else "dot"
+    kind = score or filter_.score or default_score
+    if kind not in SCORE_KINDS:
+        msg = f"`score` must be one of {SCORE_KINDS}, got {kind!r}"
+        raise ValueError(msg)
+    if filter_.features != "pixels" and kind != "dot":
+        msg = (
+            f"Filter {filter_.name!r} works on {filter_.features!r} features, "
+            f"which are scored by 'dot' only, not {kind!r}"
+        )
+        raise ValueError(msg)
+    if not np.any(filter_.weights):
+        msg = f"Filter {filter_.name!r} is all zeros: it cannot detect anything"
+        raise ValueError(msg)
+    if kind == "ncc" and filter_.features == "pixels" and _is_flat(filter_):
+        msg = f"Filter {filter_.name!r} is flat (no contrast): its ncc score is 0 everywhere"
+        raise ValueError(msg)
+    if threshold is None and filter_.score in (None, kind):
+        threshold = filter_.threshold
+    if threshold is None:
+        if kind == "dot":
+            msg = (
+                f"a threshold must be given for the 'dot' score of filter {filter_.name!r}: "
+                "raw dot products have no universal scale (pass threshold=...)"
+            )
+            raise ValueError(msg)
+        threshold = DEFAULT_THRESHOLDS[kind]
+    threshold = finite_float(threshold, "threshold")
+    if kind in ("ncc", "cosine") and not -1 <= threshold <= 1:
+        msg = f"`threshold` for the {kind!r} score must be in [-1, 1], got {threshold!r}"
+        raise ValueError(msg)
+    return _Plan(filter_, kind, threshold)
+
+
+def _is_flat(filter_: Filter) -> bool:
+    weights = filter_.weights if filter_.weights.ndim == 3 else filter_.weights[..., None]
+    inside = weights[filter_.mask] if filter_.mask is not None else weights.reshape(-1, weights.shape[2])
+    return float(inside.var(axis=0).sum()) < FLAT_VARIANCE
+
+
+def _pixel_window(filter_: Filter) -> tuple[int, int]:
+    """Size in level pixels that a filter's map entry covers (height, width)."""
+    if filter_.features == "pixels":
+        return filter_.weights.shape[0], filter_.weights.shape[1]
+    assert filter_.window is not None
+    return filter_.window
+
+
+def _check_some_level_fits(shape: tuple[int, ...], plans: list[_Plan], levels: list[float]) -> None:
+    """Raise if no filter fits the image at any scale (a filter that fits nowhere finds nothing)."""
+    height, width = shape[:2]
+    largest = max(levels)
+    for plan in plans:
+        window_height, window_width = _pixel_window(plan.filter)
+        if round(height / largest) >= window_height and round(width / largest) >= window_width:
+            return
+    window_height, window_width = _pixel_window(plans[0].filter)
+    msg = (
+        f"Filter {plans[0].filter.name!r} ({window_width}×{window_height}) is larger than the "
+        f"image ({width}×{height}) at every scale up to {largest:g}; "
+        "use a smaller filter or larger scales"
+    )
+    raise ValueError(msg)
+
+
+def _scan_level(
+    pixels: NDArray[np.float32],
+    scale: float,
+    plans: list[_Plan],
+    subpixel: bool,
+    workers: int,
+    keep_maps: bool,
+) -> tuple[list[tuple[Any, ...]], list[LevelMap]]:
+    """Score every filter on one pyramid level; return candidate boxes (and maps)."""
+    level = resize_to_scale(pixels, scale)
+    scale_y = pixels.shape[0] / level.shape[0]
+    scale_x = pixels.shape[1] / level.shape[1]
+    feature_cache: dict[str, tuple[NDArray[np.float32], int]] = {}
+    candidates: list[tuple[Any, ...]] = []
+    maps: list[LevelMap] = []
+    for index, plan in enumerate(plans):
+        filter_ = plan.filter
+        window_height, window_width = _pixel_window(filter_)
+        if window_height > level.shape[0] or window_width > level.shape[1]:
+            continue
+        if filter_.features == "pixels":
+            scores = score_pixels(match_channels(level, filter_), filter_, plan.score, workers=workers)
+            step = 1
+        else:
+            scores, step = _feature_scores(level, filter_, feature_cache)
+            if scores is None:
+                continue
+        rows, cols, values = find_peaks(scores, plan.threshold, subpixel=subpixel)
+        window = (window_height * scale_y, window_width * scale_x)
+        for row, col, value in zip(rows.tolist(), cols.tolist(), values.tolist()):
+            x = min(col * step * scale_x, pixels.shape[1] - window[1])
+            y = min(row * step * scale_y, pixels.shape[0] - window[0])
+            candidates.append((max(x, 0.0), max(y, 0.0), window[1], window[0], value, index, scale))
+        if keep_maps:
+            maps.append(LevelMap(scores, filter_.name, step, scale_x, scale_y, window))
+    return candidates, maps
+
+
+def _feature_scores(
+    level: NDArray[np.float32],
+    filter_: Filter,
+    cache: dict[str, tuple[NDArray[np.float32], int]],
+) -> tuple[NDArray[np.float32] | None, int]:
+    """⟨w, φ⟩ + b at every cell of the level's feature map (φ shared by same-kind filters)."""
+    from patternfind.conv import conv2d
+    from patternfind.features import feature_map
+
+    key = repr((filter_.features, sorted(filter_.feature_options.items())))
+    if key not in cache:
+        cache[key] = feature_map(level, kind=filter_.features, options=filter_.feature_options)
+    features, step = cache[key]
+    weights = filter_.weights if filter_.weights.ndim == 3 else filter_.weights[..., None]
+    if features.shape[2] != weights.shape[2]:
+        msg = (
+            f"Filter {filter_.name!r} has {weights.shape[2]} feature channels but the "
+            f"{filter_.features!r} map has {features.shape[2]}"
+        )
+        raise ValueError(msg)
+    if weights.shape[0] > features.shape[0] or weights.shape[1] > features.shape[1]:
+        return None, step
+    return conv2d(features, weights, filter_.bias), step
+
+
+def _suppress(
+    candidates: list[tuple[Any, ...]],
+    names: list[str],
+    nms_iou: float,
+    per_label: bool,
+    max_detections: int | None,
+) -> list[Detection]:
+    """Non-maximum suppression over all levels and filters, then the cap."""
+    if not candidates:
+        return []
+    table = np.asarray(candidates, dtype=np.float64)
+    labels = table[:, 5].astype(int) if per_label else None
+    kept = non_max_suppression(table[:, :4], table[:, 4], iou_threshold=nms_iou, labels=labels)
+    if max_detections is not None:
+        kept = kept[:max_detections]
+    return [
+        Detection(
+            x=float(table[i, 0]), y=float(table[i, 1]), w=float(table[i, 2]), h=float(table[i, 3]),
+            score=float(table[i, 4]), label=names[int(table[i, 5])], scale=float(table[i, 6]),
+        )
+        for i in kept
+    ]
