@@ -1,0 +1,189 @@
+"""``patternfind make-filter`` and ``patternfind crop``: write a filter file.
+
+``make-filter`` draws one of the hand-crafted filters of `patternfind.filters`;
+``crop`` cuts a filter out of a photograph. Both write ``.npy`` (the weights
+only, the lecture's plain filter file) or ``.npz`` (every field of the
+`Filter`, including its metadata), chosen by the output's suffix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from patternfind import filters, io
+from patternfind.cli._common import Parser, UsageError, add_version
+from patternfind.structures import Filter
+
+MAKE_FILTER_EPILOG = """\
+examples:
+  patternfind make-filter eye --size 24 -o eye.npy
+  patternfind make-filter eye --size 12,24 -o eye.npz       # 12 rows, 24 columns
+  patternfind make-filter edge --size 15 --angle 30 -o edge30.npy
+  patternfind make-filter bar --size 21 --angle 90 --width 3 --polarity dark -o bar.npy
+  patternfind make-filter blob --size 17 --sigma 2.5 --polarity dark -o blob.npz
+
+Angles are degrees counter-clockwise from +x (x right, up on screen).
+.npy keeps the weights only; .npz keeps every field and the options used.
+"""
+
+CROP_EPILOG = """\
+examples:
+  patternfind crop samples/astronaut.png --box 192,91,22,20 -o eye.npy
+  patternfind crop photo.png --box 10,20,32,32 --grey --name logo -o logo.npz
+
+The box is x,y,w,h: top-left corner and size, in image pixels. Pixel values
+are scaled to [0, 1]; an alpha channel becomes the filter's mask.
+"""
+
+# make-filter flag -> keyword of the filters functions. Each flag is passed on
+# only when given, and only kinds whose function takes that keyword accept it.
+_OPTION_FLAGS = {
+    "angle": "--angle",
+    "width": "--width",
+    "polarity": "--polarity",
+    "sigma": "--sigma",
+    "ratio": "--ratio",
+    "radius": "--radius",
+    "opening": "--opening",
+    "iris": "--iris",
+    "pupil": "--pupil",
+    "zero_mean": "--zero-mean",
+}
+
+
+def _size(text: str) -> int | tuple[int, int]:
+    parts = text.replace("x", ",").split(",")
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        msg = f"expected N or H,W in pixels, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if len(numbers) == 1:
+        return numbers[0]
+    if len(numbers) == 2:
+        return numbers[0], numbers[1]
+    msg = f"expected N or H,W in pixels, got {text!r}"
+    raise argparse.ArgumentTypeError(msg)
+
+
+def _box(text: str) -> tuple[int, int, int, int]:
+    parts = text.split(",")
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) != 4:
+        msg = f"expected four integers x,y,w,h, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    x, y, w, h = numbers
+    return x, y, w, h
+
+
+def build_make_filter_parser() -> Parser:
+    """Parser of ``patternfind make-filter``."""
+    parser = Parser(
+        prog="patternfind make-filter",
+        description="Draw a hand-crafted filter and write it to a .npy or .npz file.",
+        epilog=MAKE_FILTER_EPILOG,
+    )
+    parser.add_argument("kind", choices=tuple(filters.KINDS), help="which filter to draw")
+    parser.add_argument("--size", type=_size, required=True, metavar="N|H,W",
+                        help="filter size in pixels: N for N×N, or H,W")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
+                        help="where to write the filter (.npy weights only, .npz all fields)")
+    parser.add_argument("--name", default=None,
+                        help="label of the filter's detections (default: the kind)")
+    shape = parser.add_argument_group("shape options (each applies to some kinds only)")
+    shape.add_argument("--angle", type=float, help="edge, bar, corner: direction in degrees")
+    shape.add_argument("--width", type=float, help="bar, ring: thickness in pixels")
+    shape.add_argument("--polarity", choices=filters.POLARITIES,
+                       help="blob, bar, corner, ring: bright or dark shape")
+    shape.add_argument("--sigma", type=float, help="blob: inner Gaussian's sigma in pixels")
+    shape.add_argument("--ratio", type=float, help="blob: outer over inner sigma (> 1)")
+    shape.add_argument("--radius", type=float, help="ring: radius of the mid-line in pixels")
+    shape.add_argument("--opening", type=float, help="eye: almond height / filter height")
+    shape.add_argument("--iris", type=float, help="eye: iris diameter / filter width")
+    shape.add_argument("--pupil", type=float, help="eye: pupil diameter / iris diameter")
+    shape.add_argument("--zero-mean", action="store_true", default=None,
+                       help="subtract the mean (all kinds but blob, which always is)")
+    add_version(parser)
+    return parser
+
+
+def run_make_filter(args: argparse.Namespace) -> int:
+    """Draw the filter ``args`` describe and save it."""
+    function = filters.KINDS[args.kind]
+    accepted = inspect.signature(function).parameters
+    options: dict[str, Any] = {}
+    for key, flag in _OPTION_FLAGS.items():
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key not in accepted:
+            msg = f"{flag} does not apply to filter kind {args.kind!r}"
+            raise UsageError(msg)
+        options[key] = value
+    filter_ = function(args.size, **options)
+    if args.name is not None:
+        filter_ = filter_.replace(name=args.name)
+    io.save_filter(filter_, args.output)
+    height, width = filter_.weights.shape[:2]
+    print(f"wrote {args.kind} filter {filter_.name!r} ({height}×{width}) to {args.output}")
+    return 0
+
+
+def build_crop_parser() -> Parser:
+    """Parser of ``patternfind crop``."""
+    parser = Parser(
+        prog="patternfind crop",
+        description="Cut a filter out of an image and write it to a .npy or .npz file.",
+        epilog=CROP_EPILOG,
+    )
+    parser.add_argument("image", type=Path, help="image file (PNG, JPEG, TIFF, ...)")
+    parser.add_argument("--box", type=_box, required=True, metavar="X,Y,W,H",
+                        help="the crop: top-left corner and size in pixels")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
+                        help="where to write the filter (.npy weights only, .npz all fields)")
+    parser.add_argument("--grey", action="store_true",
+                        help="convert a colour image to grey first (as the detector does for "
+                             "grey filters)")
+    parser.add_argument("--name", default=None,
+                        help="label of the filter's detections (default: the output's stem)")
+    add_version(parser)
+    return parser
+
+
+def run_crop(args: argparse.Namespace) -> int:
+    """Crop the box out of the image and save it as a filter."""
+    image = io.load_image(args.image)
+    alpha = None
+    if image.ndim == 3 and image.shape[2] in (2, 4):
+        alpha, image = image[..., -1], image[..., :-1]
+    pixels = io.to_float_image(image, "image")
+    if args.grey and pixels.ndim == 3 and pixels.shape[2] == 3:
+        from skimage.color import rgb2gray
+
+        pixels = rgb2gray(pixels).astype(np.float32)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    name = args.name if args.name is not None else args.output.stem
+    filter_ = Filter.from_image(pixels, args.box, name=name,
+                                meta={"image": args.image.name, "grey": bool(args.grey)})
+    if alpha is not None:
+        x, y, w, h = args.box
+        filter_ = filter_.replace(mask=alpha[y : y + h, x : x + w] > 0)
+    io.save_filter(filter_, args.output)
+    shape = "×".join(str(n) for n in filter_.weights.shape)
+    print(f"wrote {shape} filter {filter_.name!r} from {args.image} to {args.output}")
+    return 0
+
+
+COMMANDS = {
+    "make-filter": (build_make_filter_parser, run_make_filter),
+    "crop": (build_crop_parser, run_crop),
+}
