@@ -1,7 +1,46 @@
-"""patternfind: classic pattern detection with hand-crafted and learned filters."""
+"""patternfind: classic pattern detection with hand-crafted and learned filters.
 
+The main entry points:
+
+- `detect`: slide filters over an image pyramid and return boxes;
+- `score_map`: one filter's raw score at every position;
+- `conv2d` / `pool2d` and their backward passes: the lecture's layers;
+- `Filter`, `Detection`, `Box`: the records passed around.
+"""
+
+from patternfind import filters
+from patternfind.conv import (
+    conv2d,
+    conv2d_backward,
+    dense_params,
+    num_params,
+    output_size,
+    pool2d,
+    pool2d_backward,
+)
+from patternfind.detect import detect
+from patternfind.io import load_image
+from patternfind.nms import non_max_suppression
+from patternfind.scores import score_map
 from patternfind.structures import Box, Detection, Filter
 
 __version__ = "0.1.0"
 
-__all__ = ["Box", "Detection", "Filter", "__version__"]
+__all__ = [
+    "Box",
+    "Detection",
+    "Filter",
+    "__version__",
+    "conv2d",
+    "conv2d_backward",
+    "dense_params",
+    "detect",
+    "filters",
+    "load_image",
+    "non_max_suppression",
+    "num_params",
+    "output_size",
+    "pool2d",
+    "pool2d_backward",
+    "score_map",
+]

@@ -97,7 +97,7 @@ def detect(
         filters need a colour image.
     threshold : float, optional
         Keep peaks scoring at least this. Default: each filter's own
-        ``threshold``, else `DEFAULT_THRESHOLDS` (ncc 0.7, cosine 0.95). A
+        ``threshold``, else `DEFAULT_THRESHOLDS` (ncc 0.8, cosine 0.95). A
         ``"dot"`` score has no universal scale, so it needs one.
     score : {"ncc", "dot", "cosine"}, optional
         Default: each filter's own ``score``, else ``"ncc"`` for pixel

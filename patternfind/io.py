@@ -22,6 +22,15 @@ from numpy.typing import NDArray
 from patternfind._validation import check_finite
 from patternfind.structures import FILTER_FORMAT_VERSION, Filter
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = _current_umask()
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm")
 
 
@@ -44,6 +53,8 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     temporary_path = Path(temporary)
     try:
         yield temporary_path
+        # mkstemp makes the file private (0600); give it the permissions any new file gets
+        os.chmod(temporary_path, 0o666 & ~_UMASK)
         os.replace(temporary_path, path)
     finally:
         temporary_path.unlink(missing_ok=True)

@@ -36,7 +36,7 @@ from patternfind.structures import SCORE_KINDS, Filter
 FLAT_VARIANCE = 1e-6
 
 #: Thresholds used when neither the call nor the filter gives one.
-DEFAULT_THRESHOLDS = {"ncc": 0.7, "cosine": 0.95}
+DEFAULT_THRESHOLDS = {"ncc": 0.8, "cosine": 0.95}  # ncc: the OpenCV tutorial's 0.8
 
 # Output rows below which splitting a map into row stripes costs more than it saves.
 _MIN_STRIPE_ROWS = 96

@@ -47,7 +47,7 @@ def add_detection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("detection")
     group.add_argument("--threshold", type=float, default=None,
                        help="keep peaks scoring at least this (default: the filter's own, "
-                            "else 0.7 for ncc/cosine; required for dot)")
+                            "else 0.8 for ncc, 0.95 for cosine; required for dot)")
     group.add_argument("--score", choices=("ncc", "dot", "cosine"), default=None,
                        help="score kind (default: the filter's own, else ncc)")
     group.add_argument("--scales", type=_number_pair, default=(0.5, 2.0), metavar="MIN,MAX",

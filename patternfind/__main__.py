@@ -1,0 +1,7 @@
+"""``python -m patternfind``: the same as the ``patternfind`` command."""
+
+import sys
+
+from patternfind.cli import main
+
+sys.exit(main())

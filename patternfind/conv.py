@@ -1,0 +1,660 @@
+"""The convolutional layer of the lecture: convolution, pooling and their gradients.
+
+Every forward function has its backward twin beside it, in the style of
+cs231n's ``layers.py``:
+
+- :func:`conv2d` and :func:`conv2d_backward`,
+- :func:`pool2d` and :func:`pool2d_backward`.
+
+Shape conventions (channels last, Keras kernel layout)
+------------------------------------------------------
+``x`` is ``(H, W)``, ``(H, W, C)`` or ``(N, H, W, C)``; ``weights`` is ``(F, F)``,
+``(F, F, C)`` or ``(F, F, C, K)``, and filters may be rectangular ``(Fh, Fw, ...)``.
+A 2-D ``x`` has one channel and a 2-D or 3-D ``weights`` is a single filter.
+The output keeps an ``N`` axis only if ``x`` had one, a channel axis only if
+``x`` had one (pooling) or the weights had a ``K`` axis (convolution).
+
+Sizes follow the lecture: ``W' = (W − F + 2P)/S + 1``. With an explicit padding
+``P`` a stride that does not fit raises ``ValueError``; ``"valid"`` and ``"same"``
+follow Keras' ``Conv2D``, where ``"valid"`` drops the rows and columns the last
+stride cannot reach.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import ArrayLike, NDArray
+
+from patternfind._validation import (
+    as_float_array,
+    non_negative_int,
+    one_of,
+    pair_of,
+    positive_int,
+)
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "dense_params",
+    "num_params",
+    "output_size",
+    "pool2d",
+    "pool2d_backward",
+]
+
+_PADDING_MODES = ("valid", "same")
+_POOL_MODES = ("max", "avg")
+
+
+# ----------------------------------------------------------------------------
+# Sizes and parameter counts
+# ----------------------------------------------------------------------------
+
+
+def output_size(n: int, f: int, *, stride: int = 1, padding: int | str = 0) -> int:
+    """Return the output length of a convolution along one axis.
+
+    Parameters
+    ----------
+    n : int
+        Input length (the lecture's ``N`` or ``W``).
+    f : int
+        Filter length ``F``.
+    stride : int, optional
+        Stride ``S``.
+    padding : int or {"valid", "same"}, optional
+        Zero padding ``P`` on each side, or a Keras padding mode: ``"valid"``
+        (no padding; the positions the last stride cannot reach are dropped) or
+        ``"same"`` (output ``ceil(n / stride)``).
+
+    Returns
+    -------
+    int
+        ``(n − f + 2·padding)/stride + 1``.
+
+    Raises
+    ------
+    ValueError
+        If the filter is larger than the padded input, or if with an integer
+        ``padding`` the formula does not give a whole number.
+
+    Examples
+    --------
+    >>> output_size(7, 3, stride=2)
+    3
+    >>> output_size(32, 5, padding=2)
+    32
+    """
+    n = positive_int(n, "n")
+    f = positive_int(f, "f")
+    stride = positive_int(stride, "stride")
+    if isinstance(padding, str):
+        padding = one_of(padding, "padding", _PADDING_MODES)
+        return _axis_geometry(n, f, stride, padding, "f")[0]
+    padding = non_negative_int(padding, "padding")
+    return _axis_geometry(n, f, stride, padding, "f")[0]
+
+
+def num_params(f: int | tuple[int, int], c: int, k: int, *, bias: bool = True) -> int:
+    """Return the number of learnable parameters of a convolutional layer.
+
+    Parameters
+    ----------
+    f : int or (fh, fw) tuple of int
+        Filter size ``F`` (square) or ``(Fh, Fw)``.
+    c : int
+        Number of input channels ``C``.
+    k : int
+        Number of filters ``K``.
+    bias : bool, optional
+        Whether each filter has a bias.
+
+    Returns
+    -------
+    int
+        ``K(F²C + 1)``, or ``K·F²·C`` without bias.
+
+    Examples
+    --------
+    >>> num_params(5, 3, 10)
+    760
+    """
+    fh, fw = pair_of(f, "f", positive_int)
+    c = positive_int(c, "c")
+    k = positive_int(k, "k")
+    return k * (fh * fw * c + int(bool(bias)))
+
+
+def dense_params(
+    in_shape: int | tuple[int, ...], out_shape: int | tuple[int, ...], *, bias: bool = False
+) -> int:
+    """Return the number of parameters of a fully-connected layer between two volumes.
+
+    Parameters
+    ----------
+    in_shape : int or tuple of int
+        Shape of the input volume, e.g. ``(32, 32, 3)``.
+    out_shape : int or tuple of int
+        Shape of the output volume, e.g. ``(32, 32, 10)``.
+    bias : bool, optional
+        Whether each output value has a bias.
+
+    Returns
+    -------
+    int
+        ``prod(in_shape)·prod(out_shape)``, plus ``prod(out_shape)`` with bias.
+
+    Examples
+    --------
+    >>> dense_params((32, 32, 3), (32, 32, 10))
+    31457280
+    """
+    inputs = _volume(in_shape, "in_shape")
+    outputs = _volume(out_shape, "out_shape")
+    return inputs * outputs + (outputs if bias else 0)
+
+
+def _volume(shape: Any, name: str) -> int:
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+        return positive_int(shape, name)
+    if not isinstance(shape, (tuple, list)) or len(shape) == 0:
+        msg = f"`{name}` must be a positive integer or a tuple of them, got {shape!r}"
+        raise TypeError(msg)
+    return math.prod(positive_int(length, name) for length in shape)
+
+
+def _axis_geometry(
+    n: int, f: int, stride: int, padding: int | str | None, filter_name: str, axis: str = ""
+) -> tuple[int, int, int]:
+    """Return ``(output length, padding before, padding after)`` along one axis.
+
+    ``padding`` is ``"valid"``, ``"same"``, an int, or None for pooling (no padding).
+    """
+    where = f" along the {axis}" if axis else ""
+    if padding == "same":
+        out = -(-n // stride)
+        total = max((out - 1) * stride + f - n, 0)
+        return out, total // 2, total - total // 2  # the odd pixel goes bottom/right
+    pad = 0 if padding in ("valid", None) else int(padding)
+    padded = n + 2 * pad
+    if f > padded:
+        padded_by = f" padded by {pad} on each side ({padded})" if pad else ""
+        msg = f"`{filter_name}` of size {f}{where} is larger than the input of size {n}{padded_by}"
+
+        raise ValueError(msg)
+    steps, remainder = divmod(padded - f, stride)
+    if remainder and padding != "valid":
+        value = (padded - f) / stride + 1
+        if padding is None:  # pooling has no padding to change
+            formula, remedy = f"({n} − {f})/{stride}", "the stride or the size"
+        else:
+            formula, remedy = f"({n} − {f} + 2·{pad})/{stride}", "the stride or the padding"
+        msg = (
+            f"`stride` {stride} does not fit{where}: {formula} + 1 = {round(value, 2):g}"
+            f" is not a whole number; change {remedy}"
+        )
+        raise ValueError(msg)
+    return steps + 1, pad, pad
+
+
+# ----------------------------------------------------------------------------
+# Convolution
+# ----------------------------------------------------------------------------
+
+
+def conv2d(
+    x: ArrayLike,
+    weights: ArrayLike,
+    bias: ArrayLike | None = None,
+    *,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = "valid",
+) -> NDArray[np.floating]:
+    """Slide filters over an image: the lecture's convolutional layer.
+
+    This is cross-correlation (the kernel is not flipped): at every position the
+    dot product of the filter with the window under it, summed over channels,
+    plus the filter's bias.
+
+    Parameters
+    ----------
+    x : (H, W), (H, W, C) or (N, H, W, C) array
+        Input image(s), channels last. A 2-D ``x`` has one channel.
+    weights : (Fh, Fw), (Fh, Fw, C) or (Fh, Fw, C, K) array
+        Filters in the Keras kernel layout. Without a ``K`` axis it is one filter.
+        Its channel count must equal that of ``x``.
+    bias : float or (K,) array, optional
+        Bias of each filter; a scalar is added to every filter.
+    stride : int or (sh, sw) tuple of int, optional
+        Step between windows.
+    padding : {"valid", "same"}, int or (ph, pw) tuple of int, optional
+        ``"valid"``: no padding (Keras: positions the last stride cannot reach
+        are dropped). ``"same"``: TensorFlow's rule, output ``ceil(H / sh)``
+        with total padding ``max((out − 1)·sh + Fh − H, 0)``, the odd pixel at
+        the bottom/right. An int ``P`` or ``(ph, pw)`` zero-pads each side, and
+        then ``(H − Fh + 2·ph)/sh + 1`` must be a whole number.
+
+    Returns
+    -------
+    ([N,] H', W'[, K]) array
+        The activation maps. The ``N`` axis is present only if ``x`` had one and
+        the ``K`` axis only if ``weights`` had one. The dtype is float64 if
+        ``x`` or ``weights`` is float64, else float32.
+
+    Raises
+    ------
+    ValueError
+        For wrong ranks, mismatched channels, a filter larger than the padded
+        input, a stride that does not fit an explicit padding, NaN or inf, a
+        bias of the wrong length, non-positive strides or negative padding.
+    TypeError
+        For non-integer strides or paddings and non-numeric arrays.
+
+    See Also
+    --------
+    conv2d_backward : its gradients.
+
+    Examples
+    --------
+    >>> x = np.ones((32, 32, 3), dtype=np.float32)
+    >>> conv2d(x, np.ones((5, 5, 3, 4), dtype=np.float32)).shape
+    (28, 28, 4)
+    """
+    layer = _ConvLayer.check(x, weights, stride, padding, bias=bias)
+    columns = _im2col(layer.padded_input(), layer)
+    out = columns @ layer.weight_matrix()
+    if layer.bias is not None:
+        out += layer.bias
+    return layer.shape_output(out)
+
+
+def conv2d_backward(
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weights: ArrayLike,
+    *,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = "valid",
+) -> tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating]]:
+    """Return the gradients of :func:`conv2d` with respect to its three inputs.
+
+    Parameters
+    ----------
+    grad_output : ([N,] H', W'[, K]) array
+        Gradient of the loss with respect to the output of
+        ``conv2d(x, weights, bias, stride=stride, padding=padding)``; its shape
+        is that output's shape.
+    x : (H, W), (H, W, C) or (N, H, W, C) array
+        The forward input.
+    weights : (Fh, Fw), (Fh, Fw, C) or (Fh, Fw, C, K) array
+        The forward filters.
+    stride, padding
+        As given to :func:`conv2d`.
+
+    Returns
+    -------
+    grad_x : array shaped like ``x``
+    grad_weights : array shaped like ``weights``
+    grad_bias : (K,) array, or a 0-d array if ``weights`` has no ``K`` axis
+
+    Examples
+    --------
+    >>> x = np.ones((6, 6), dtype=np.float32)
+    >>> w = np.ones((3, 3), dtype=np.float32)
+    >>> grad_x, grad_w, grad_b = conv2d_backward(np.ones((4, 4)), x, w)
+    >>> float(grad_b), grad_w.shape
+    (16.0, (3, 3))
+    """
+    layer = _ConvLayer.check(x, weights, stride, padding)
+    grad = layer.check_grad_output(grad_output)  # (N·H'·W', K)
+    padded = layer.padded_input()
+    grad_weights = (_im2col(padded, layer).T @ grad).reshape(layer.weights.shape)
+    grad_columns = grad @ layer.weight_matrix().T
+    grad_padded = _col2im(grad_columns, padded.shape, layer)
+    (top, bottom), (left, right) = layer.pads
+    height, width = padded.shape[1:3]
+    grad_x = grad_padded[:, top : height - bottom, left : width - right, :]
+    grad_bias = grad.sum(axis=0)
+    return (
+        np.ascontiguousarray(grad_x).reshape(layer.x_shape),
+        grad_weights.reshape(layer.weights_shape),
+        grad_bias if layer.has_k else grad_bias.reshape(()),
+    )
+
+
+@dataclass(frozen=True)
+class _ConvLayer:
+    """Checked and normalised arguments of one conv2d call (private).
+
+    ``x`` is (N, H, W, C) and ``weights`` (Fh, Fw, C, K) whatever the caller gave;
+    ``x_shape`` and ``weights_shape`` remember the caller's shapes.
+    """
+
+    x: NDArray[np.floating]
+    x_shape: tuple[int, ...]
+    weights: NDArray[np.floating]
+    weights_shape: tuple[int, ...]
+    has_n: bool
+    has_k: bool
+    strides: tuple[int, int]
+    pads: tuple[tuple[int, int], tuple[int, int]]
+    out_hw: tuple[int, int]
+    bias: NDArray[np.floating] | None
+
+    @classmethod
+    def check(
+        cls, x: ArrayLike, weights: ArrayLike, stride: Any, padding: Any, *, bias: Any = None
+    ) -> _ConvLayer:
+        x = as_float_array(x, "x")
+        weights = as_float_array(weights, "weights")
+        if x.ndim not in (2, 3, 4):
+            msg = f"`x` must be (H, W), (H, W, C) or (N, H, W, C), got shape {x.shape}"
+            raise ValueError(msg)
+        if weights.ndim not in (2, 3, 4):
+            msg = f"`weights` must be (F, F), (F, F, C) or (F, F, C, K), got shape {weights.shape}"
+            raise ValueError(msg)
+        _check_not_empty(x, "x")
+        _check_not_empty(weights, "weights")
+        dtype = np.result_type(x, weights)
+        x4: NDArray[np.floating] = _as_nhwc(x).astype(dtype, copy=False)
+        kernel: NDArray[np.floating] = weights.reshape(
+            weights.shape + (1,) * (4 - weights.ndim)
+        ).astype(dtype, copy=False)
+        if kernel.shape[2] != x4.shape[3]:
+            msg = (
+                f"`weights` has {kernel.shape[2]} channel(s) (shape {weights.shape}) but `x`"
+                f" has {x4.shape[3]} (shape {x.shape})"
+            )
+            raise ValueError(msg)
+        strides = pair_of(stride, "stride", positive_int)
+        if isinstance(padding, str):
+            paddings: tuple[Any, Any] = (one_of(padding, "padding", _PADDING_MODES),) * 2
+        else:
+            paddings = pair_of(padding, "padding", non_negative_int)
+        rows = _axis_geometry(
+            x4.shape[1], kernel.shape[0], strides[0], paddings[0], "weights", "rows"
+        )
+        cols = _axis_geometry(
+            x4.shape[2], kernel.shape[1], strides[1], paddings[1], "weights", "columns"
+        )
+        return cls(
+            x=x4,
+            x_shape=x.shape,
+            weights=kernel,
+            weights_shape=weights.shape,
+            has_n=x.ndim == 4,
+            has_k=weights.ndim == 4,
+            strides=strides,
+            pads=((rows[1], rows[2]), (cols[1], cols[2])),
+            out_hw=(rows[0], cols[0]),
+            bias=_check_bias(bias, kernel.shape[3], dtype),
+        )
+
+    def padded_input(self) -> NDArray[np.floating]:
+        (top, bottom), (left, right) = self.pads
+        if top == bottom == left == right == 0:
+            return self.x
+        n, height, width, channels = self.x.shape
+        padded = np.zeros((n, top + height + bottom, left + width + right, channels), self.x.dtype)
+        padded[:, top : top + height, left : left + width] = self.x
+        return padded
+
+    def weight_matrix(self) -> NDArray[np.floating]:
+        return self.weights.reshape(-1, self.weights.shape[3])
+
+    def output_shape(self) -> tuple[int, ...]:
+        shape: tuple[int, ...] = self.out_hw
+        if self.has_n:
+            shape = (self.x.shape[0], *shape)
+        if self.has_k:
+            shape = (*shape, self.weights.shape[3])
+        return shape
+
+    def shape_output(self, out: NDArray[np.floating]) -> NDArray[np.floating]:
+        return out.reshape(self.output_shape())
+
+    def check_grad_output(self, grad_output: ArrayLike) -> NDArray[np.floating]:
+        grad = as_float_array(grad_output, "grad_output").astype(self.x.dtype, copy=False)
+        if grad.shape != self.output_shape():
+            msg = (
+                f"`grad_output` must have the forward output's shape {self.output_shape()},"
+                f" got {grad.shape}"
+            )
+            raise ValueError(msg)
+        return grad.reshape(-1, self.weights.shape[3])
+
+
+def _check_not_empty(array: NDArray[Any], name: str) -> None:
+    if 0 in array.shape:
+        msg = f"`{name}` must not have an empty axis, got shape {array.shape}"
+        raise ValueError(msg)
+
+
+def _as_nhwc(x: NDArray[np.floating]) -> NDArray[np.floating]:
+    if x.ndim == 2:
+        return x[np.newaxis, :, :, np.newaxis]
+    if x.ndim == 3:
+        return x[np.newaxis]
+    return x
+
+
+def _check_bias(bias: Any, k: int, dtype: Any) -> NDArray[np.floating] | None:
+    if bias is None:
+        return None
+    # np.ascontiguousarray inside as_float_array turns a scalar into shape (1,)
+    values = as_float_array(bias, "bias").astype(dtype, copy=False).reshape(np.shape(bias))
+    if values.ndim > 1 or (values.ndim == 1 and values.shape[0] != k):
+        msg = (
+            f"`bias` must be a scalar or have length {k} (one per filter), got shape {values.shape}"
+        )
+        raise ValueError(msg)
+    return values
+
+
+def _im2col(padded: NDArray[np.floating], layer: _ConvLayer) -> NDArray[np.floating]:
+    """Gather every window into a row: ``(N·H'·W', Fh·Fw·C)``, in the weights' order."""
+    fh, fw = layer.weights.shape[:2]
+    sh, sw = layer.strides
+    out_h, out_w = layer.out_hw
+    windows = sliding_window_view(padded, (fh, fw), axis=(1, 2))  # (N, ., ., C, Fh, Fw)
+    windows = windows[:, : (out_h - 1) * sh + 1 : sh, : (out_w - 1) * sw + 1 : sw]
+    # one contiguous copy; (Fh, Fw, C) order matches weights.reshape(-1, K)
+    return np.ascontiguousarray(windows.transpose(0, 1, 2, 4, 5, 3)).reshape(
+        -1, fh * fw * padded.shape[3]
+    )
+
+
+def _col2im(
+    columns: NDArray[np.floating], padded_shape: tuple[int, ...], layer: _ConvLayer
+) -> NDArray[np.floating]:
+    """Scatter-add window gradients back onto the padded input (adjoint of ``_im2col``)."""
+    fh, fw = layer.weights.shape[:2]
+    sh, sw = layer.strides
+    out_h, out_w = layer.out_hw
+    n, channels = padded_shape[0], padded_shape[3]
+    columns = columns.reshape(n, out_h, out_w, fh, fw, channels)
+    grad = np.zeros(padded_shape, dtype=columns.dtype)
+    for i in range(fh):  # a loop over filter taps, never over pixels
+        for j in range(fw):
+            grad[:, i : i + (out_h - 1) * sh + 1 : sh, j : j + (out_w - 1) * sw + 1 : sw] += (
+                columns[:, :, :, i, j]
+            )
+    return grad
+
+
+# ----------------------------------------------------------------------------
+# Pooling
+# ----------------------------------------------------------------------------
+
+
+def pool2d(
+    x: ArrayLike,
+    size: int | tuple[int, int] = 2,
+    *,
+    stride: int | tuple[int, int] | None = None,
+    mode: str = "max",
+) -> NDArray[np.floating]:
+    """Downsample each channel with a max or average over sliding windows.
+
+    Parameters
+    ----------
+    x : (H, W), (H, W, C) or (N, H, W, C) array
+        Input image(s), channels last.
+    size : int or (fh, fw) tuple of int, optional
+        Spatial extent ``F`` of the window.
+    stride : int or (sh, sw) tuple of int, optional
+        Step between windows; defaults to ``size``.
+    mode : {"max", "avg"}, optional
+        Take the maximum or the mean of each window.
+
+    Returns
+    -------
+    ([N,] H', W'[, C]) array
+        Same axes as ``x``, with ``H' = (H − fh)/sh + 1`` and
+        ``W' = (W − fw)/sw + 1``. Same dtype rule as :func:`conv2d`.
+
+    Raises
+    ------
+    ValueError
+        If the window is larger than the input, the stride does not fit
+        (the formula is not a whole number), or for bad ranks, sizes or modes.
+
+    See Also
+    --------
+    pool2d_backward : its gradient.
+
+    Examples
+    --------
+    >>> pool2d(np.arange(16.0).reshape(4, 4), 2)
+    array([[ 5.,  7.],
+           [13., 15.]])
+    """
+    layer = _PoolLayer.check(x, size, stride, mode)
+    out = layer.tap(layer.x, 0, 0).copy()
+    for i, j in list(np.ndindex(*layer.size))[1:]:  # a loop over window taps, not pixels
+        tap = layer.tap(layer.x, i, j)
+        if layer.mode == "max":
+            np.maximum(out, tap, out=out)
+        else:
+            out += tap
+    if layer.mode == "avg":
+        out /= layer.size[0] * layer.size[1]
+    return out.reshape(layer.output_shape())
+
+
+def pool2d_backward(
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    size: int | tuple[int, int] = 2,
+    *,
+    stride: int | tuple[int, int] | None = None,
+    mode: str = "max",
+) -> NDArray[np.floating]:
+    """Return the gradient of :func:`pool2d` with respect to its input.
+
+    For ``"max"`` each window's gradient goes to its maximum; when a window
+    holds the maximum more than once, to the first in row-major order. For
+    ``"avg"`` it is shared equally by the window. Overlapping windows add up.
+
+    Parameters
+    ----------
+    grad_output : ([N,] H', W'[, C]) array
+        Gradient of the loss with respect to ``pool2d(x, size, stride=stride, mode=mode)``.
+    x : (H, W), (H, W, C) or (N, H, W, C) array
+        The forward input.
+    size, stride, mode
+        As given to :func:`pool2d`.
+
+    Returns
+    -------
+    grad_x : array shaped like ``x``
+
+    Examples
+    --------
+    >>> pool2d_backward(np.ones((1, 1)), np.arange(4.0).reshape(2, 2))
+    array([[0., 0.],
+           [0., 1.]])
+    """
+    layer = _PoolLayer.check(x, size, stride, mode)
+    grad = as_float_array(grad_output, "grad_output").astype(layer.x.dtype, copy=False)
+    if grad.shape != layer.output_shape():
+        msg = (
+            f"`grad_output` must have the forward output's shape {layer.output_shape()},"
+            f" got {grad.shape}"
+        )
+        raise ValueError(msg)
+    grad = grad.reshape(layer.out_nhwc())
+    grad_x = np.zeros_like(layer.x)
+    taps = list(np.ndindex(*layer.size))
+    if layer.mode == "avg":
+        share = grad / len(taps)
+        for i, j in taps:
+            layer.tap(grad_x, i, j)[...] += share
+        return grad_x.reshape(layer.x_shape)
+    winner = _first_argmax([layer.tap(layer.x, i, j) for i, j in taps])
+    for index, (i, j) in enumerate(taps):
+        layer.tap(grad_x, i, j)[...] += np.where(winner == index, grad, 0)
+    return grad_x.reshape(layer.x_shape)
+
+
+def _first_argmax(taps: list[NDArray[np.floating]]) -> NDArray[np.intp]:
+    """Index of the first tap holding each window's maximum."""
+    best = taps[0].copy()
+    winner = np.zeros(best.shape, dtype=np.intp)
+    for index, tap in enumerate(taps[1:], start=1):
+        better = tap > best
+        winner[better] = index
+        np.maximum(best, tap, out=best)
+    return winner
+
+
+@dataclass(frozen=True)
+class _PoolLayer:
+    """Checked and normalised arguments of one pool2d call (private); ``x`` is (N, H, W, C)."""
+
+    x: NDArray[np.floating]
+    x_shape: tuple[int, ...]
+    size: tuple[int, int]
+    strides: tuple[int, int]
+    mode: str
+    out_hw: tuple[int, int]
+
+    @classmethod
+    def check(cls, x: ArrayLike, size: Any, stride: Any, mode: Any) -> _PoolLayer:
+        x = as_float_array(x, "x")
+        if x.ndim not in (2, 3, 4):
+            msg = f"`x` must be (H, W), (H, W, C) or (N, H, W, C), got shape {x.shape}"
+            raise ValueError(msg)
+        _check_not_empty(x, "x")
+        sizes = pair_of(size, "size", positive_int)
+        strides = sizes if stride is None else pair_of(stride, "stride", positive_int)
+        mode = one_of(mode, "mode", _POOL_MODES)
+        x4 = _as_nhwc(x)
+        out_h = _axis_geometry(x4.shape[1], sizes[0], strides[0], None, "size", "rows")[0]
+        out_w = _axis_geometry(x4.shape[2], sizes[1], strides[1], None, "size", "columns")[0]
+        return cls(
+            x=x4, x_shape=x.shape, size=sizes, strides=strides, mode=mode, out_hw=(out_h, out_w)
+        )
+
+    def tap(self, array: NDArray[np.floating], i: int, j: int) -> NDArray[np.floating]:
+        """View of ``array`` at window offset ``(i, j)``, one element per output pixel."""
+        (out_h, out_w), (sh, sw) = self.out_hw, self.strides
+        return array[:, i : i + (out_h - 1) * sh + 1 : sh, j : j + (out_w - 1) * sw + 1 : sw]
+
+    def out_nhwc(self) -> tuple[int, int, int, int]:
+        return (self.x.shape[0], *self.out_hw, self.x.shape[3])
+
+    def output_shape(self) -> tuple[int, ...]:
+        shape = self.out_nhwc()
+        if len(self.x_shape) == 2:
+            return shape[1:3]
+        if len(self.x_shape) == 3:
+            return shape[1:]
+        return shape
