@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from skimage.color import rgb2gray
 
 from patternfind import Filter, filters, io
 from patternfind.cli import main
@@ -102,7 +101,9 @@ def test_crop_grey_npz_keeps_the_box(tmp_path, rgb_png):
     loaded = Filter.load(out)
     assert loaded.name == "strip"
     assert loaded.weights.shape == (10, 50)
-    np.testing.assert_allclose(loaded.weights, rgb2gray(image[30:40] / 255), atol=1e-5)
+    # The detector's grey conversion is OpenCV's ITU-R 601 luma: 0.299 R + 0.587 G + 0.114 B
+    luma = image[30:40].astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255
+    np.testing.assert_allclose(loaded.weights, luma, atol=1e-5)
     assert loaded.meta["box"] == [0, 30, 50, 10]
     assert loaded.meta["source"] == "crop"
 

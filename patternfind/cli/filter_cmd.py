@@ -13,10 +13,9 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from patternfind import filters, io
 from patternfind.cli._common import Parser, UsageError, add_version
+from patternfind.scores import to_grey
 from patternfind.structures import Filter
 
 MAKE_FILTER_EPILOG = """\
@@ -166,9 +165,7 @@ def run_crop(args: argparse.Namespace) -> int:
         alpha, image = image[..., -1], image[..., :-1]
     pixels = io.to_float_image(image, "image")
     if args.grey and pixels.ndim == 3 and pixels.shape[2] == 3:
-        from skimage.color import rgb2gray
-
-        pixels = rgb2gray(pixels).astype(np.float32)
+        pixels = to_grey(pixels)  # the detector's own conversion, so the crop matches exactly
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[..., 0]
     name = args.name if args.name is not None else args.output.stem
