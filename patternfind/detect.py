@@ -285,9 +285,10 @@ def _scan_level(
             scores = score_pixels(match_channels(level, filter_), filter_, plan.score, workers=workers)
             step = 1
         else:
-            scores, step = _feature_scores(level, filter_, feature_cache)
-            if scores is None:
+            feature_scores, step = _feature_scores(level, filter_, feature_cache)
+            if feature_scores is None:
                 continue
+            scores = feature_scores
         rows, cols, values = find_peaks(scores, plan.threshold, subpixel=subpixel)
         window = (window_height * scale_y, window_width * scale_x)
         for row, col, value in zip(rows.tolist(), cols.tolist(), values.tolist()):

@@ -272,7 +272,7 @@ def save_filter(filter_: Filter, path: str | Path) -> None:
     if filter_.mask is not None:
         arrays["mask"] = filter_.mask
     with atomic_write(path) as temporary, open(temporary, "wb") as stream:
-        np.savez_compressed(stream, **arrays)
+        np.savez_compressed(stream, **arrays)  # type: ignore[arg-type]
 
 
 def _json_default(value: Any) -> Any:

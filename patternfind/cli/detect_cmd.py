@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             picture = heatmap(image.shape, level_maps, value_range=(-1, 1) if normalised else None)
             io.save_image(_picture_path(args.heatmap, image_path, "heatmap"), picture)
     elapsed = time.perf_counter() - started
+    args.filter_names = [f.name for f in filters]
     _write(_format(rows, args.format, args), args.output)
     if args.format == "table" or args.output is not None:
         print(_summary(rows, len(args.images), elapsed, args), file=sys.stderr
@@ -152,7 +153,7 @@ def _clip(text: str, width: int) -> str:
 def _coco(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """COCO results (image_id, category_id, bbox, score); the id mapping goes beside it."""
     image_ids = {path: index for index, path in enumerate(args.images, start=1)}
-    labels = sorted({Path(f).stem for f in args.filters} | {row["label"] for row in rows})
+    labels = sorted(set(args.filter_names) | {row["label"] for row in rows})
     category_ids = {label: index for index, label in enumerate(labels, start=1)}
     results = [
         {
