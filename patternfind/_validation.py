@@ -33,7 +33,7 @@ def as_float_array(value: Any, name: str, *, dtype: Any = None) -> NDArray[np.fl
         raise TypeError(msg)
     if dtype is None:
         dtype = np.float64 if array.dtype == np.float64 else np.float32
-    array = np.ascontiguousarray(array, dtype=dtype)
+    array = np.asarray(array, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
     check_finite(array, name)
     return array
 

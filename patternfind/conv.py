@@ -51,6 +51,7 @@ __all__ = [
 
 _PADDING_MODES = ("valid", "same")
 _POOL_MODES = ("max", "avg")
+_IM2COL_BLOCK_BYTES = 256 * 1024  # about an L2 cache
 
 
 # ----------------------------------------------------------------------------
@@ -268,8 +269,24 @@ def conv2d(
     (28, 28, 4)
     """
     layer = _ConvLayer.check(x, weights, stride, padding, bias=bias)
-    columns = _im2col(layer.padded_input(), layer)
-    out = columns @ layer.weight_matrix()
+    windows = _windows(layer.padded_input(), layer)  # (N, H', W', Fh, Fw, C) view
+    n, out_h, out_w = windows.shape[:3]
+    weight_matrix = layer.weight_matrix()
+    out = np.empty((n, out_h, out_w, weight_matrix.shape[1]), dtype=weight_matrix.dtype)
+    # im2col a block of output rows at a time: the block stays in cache and memory stays
+    # bounded for large images (a whole-image im2col is Fh·Fw times the input)
+    bytes_per_row = out_w * weight_matrix.shape[0] * out.itemsize
+    block_rows = max(1, _IM2COL_BLOCK_BYTES // bytes_per_row)
+    block = np.empty((min(block_rows, out_h), *windows.shape[2:]), dtype=out.dtype)
+    for image in range(n):
+        for top in range(0, out_h, block_rows):
+            rows = min(block_rows, out_h - top)
+            np.copyto(block[:rows], windows[image, top : top + rows])
+            np.matmul(
+                block[:rows].reshape(rows * out_w, -1),
+                weight_matrix,
+                out=out[image, top : top + rows].reshape(rows * out_w, -1),
+            )
     if layer.bias is not None:
         out += layer.bias
     return layer.shape_output(out)
@@ -458,17 +475,20 @@ def _check_bias(bias: Any, k: int, dtype: Any) -> NDArray[np.floating] | None:
     return values
 
 
-def _im2col(padded: NDArray[np.floating], layer: _ConvLayer) -> NDArray[np.floating]:
-    """Gather every window into a row: ``(N·H'·W', Fh·Fw·C)``, in the weights' order."""
+def _windows(padded: NDArray[np.floating], layer: _ConvLayer) -> NDArray[np.floating]:
+    """View of every window, ``(N, H', W', Fh, Fw, C)``: the weights' (Fh, Fw, C) order."""
     fh, fw = layer.weights.shape[:2]
     sh, sw = layer.strides
     out_h, out_w = layer.out_hw
     windows = sliding_window_view(padded, (fh, fw), axis=(1, 2))  # (N, ., ., C, Fh, Fw)
     windows = windows[:, : (out_h - 1) * sh + 1 : sh, : (out_w - 1) * sw + 1 : sw]
-    # one contiguous copy; (Fh, Fw, C) order matches weights.reshape(-1, K)
-    return np.ascontiguousarray(windows.transpose(0, 1, 2, 4, 5, 3)).reshape(
-        -1, fh * fw * padded.shape[3]
-    )
+    return windows.transpose(0, 1, 2, 4, 5, 3)
+
+
+def _im2col(padded: NDArray[np.floating], layer: _ConvLayer) -> NDArray[np.floating]:
+    """Gather every window into a row: ``(N·H'·W', Fh·Fw·C)``, matching the weight matrix."""
+    windows = _windows(padded, layer)
+    return np.ascontiguousarray(windows).reshape(-1, np.prod(windows.shape[3:]))
 
 
 def _col2im(

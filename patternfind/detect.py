@@ -268,13 +268,17 @@ def _scan_level(
     subpixel: bool,
     workers: int,
     keep_maps: bool,
-) -> tuple[list[tuple[Any, ...]], list[LevelMap]]:
-    """Score every filter on one pyramid level; return candidate boxes (and maps)."""
+) -> tuple[list[NDArray[np.float64]], list[LevelMap]]:
+    """Score every filter on one pyramid level.
+
+    Returns candidate boxes as (n, 7) arrays of x, y, w, h (input pixels),
+    score, filter index and scale, and the score maps if ``keep_maps``.
+    """
     level = resize_to_scale(pixels, scale)
     scale_y = pixels.shape[0] / level.shape[0]
     scale_x = pixels.shape[1] / level.shape[1]
     feature_cache: dict[str, tuple[NDArray[np.float32], int]] = {}
-    candidates: list[tuple[Any, ...]] = []
+    candidates: list[NDArray[np.float64]] = []
     maps: list[LevelMap] = []
     for index, plan in enumerate(plans):
         filter_ = plan.filter
@@ -291,10 +295,14 @@ def _scan_level(
             scores = feature_scores
         rows, cols, values = find_peaks(scores, plan.threshold, subpixel=subpixel)
         window = (window_height * scale_y, window_width * scale_x)
-        for row, col, value in zip(rows.tolist(), cols.tolist(), values.tolist()):
-            x = min(col * step * scale_x, pixels.shape[1] - window[1])
-            y = min(row * step * scale_y, pixels.shape[0] - window[0])
-            candidates.append((max(x, 0.0), max(y, 0.0), window[1], window[0], value, index, scale))
+        # Clipping only absorbs rounding: a valid window lies inside its level.
+        found = np.empty((len(values), 7))
+        found[:, 0] = np.clip(cols * step * scale_x, 0, max(pixels.shape[1] - window[1], 0))
+        found[:, 1] = np.clip(rows * step * scale_y, 0, max(pixels.shape[0] - window[0], 0))
+        found[:, 2:4] = window[1], window[0]
+        found[:, 4] = values
+        found[:, 5:7] = index, scale
+        candidates.append(found)
         if keep_maps:
             maps.append(LevelMap(scores, filter_.name, step, scale_x, scale_y, window))
     return candidates, maps
@@ -326,24 +334,21 @@ def _feature_scores(
 
 
 def _suppress(
-    candidates: list[tuple[Any, ...]],
+    candidates: list[NDArray[np.float64]],
     names: list[str],
     nms_iou: float,
     per_label: bool,
     max_detections: int | None,
 ) -> list[Detection]:
     """Non-maximum suppression over all levels and filters, then the cap."""
-    if not candidates:
+    table = np.concatenate(candidates) if candidates else np.zeros((0, 7))
+    if not len(table):
         return []
-    table = np.asarray(candidates, dtype=np.float64)
     labels = table[:, 5].astype(int) if per_label else None
     kept = non_max_suppression(table[:, :4], table[:, 4], iou_threshold=nms_iou, labels=labels)
     if max_detections is not None:
         kept = kept[:max_detections]
     return [
-        Detection(
-            x=float(table[i, 0]), y=float(table[i, 1]), w=float(table[i, 2]), h=float(table[i, 3]),
-            score=float(table[i, 4]), label=names[int(table[i, 5])], scale=float(table[i, 6]),
-        )
-        for i in kept
+        Detection(x=x, y=y, w=w, h=h, score=score, label=names[int(index)], scale=scale)
+        for x, y, w, h, score, index, scale in table[kept].tolist()
     ]

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from patternfind._validation import check_finite
 from patternfind.structures import FILTER_FORMAT_VERSION, Filter
 
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
