@@ -4,11 +4,14 @@ The main entry points:
 
 - `detect`: slide filters over an image pyramid and return boxes;
 - `score_map`: one filter's raw score at every position;
+- `evaluate` / `compare`: precision, recall and AP of filters on labelled images;
 - `conv2d` / `pool2d` and their backward passes: the lecture's layers;
 - `Filter`, `Detection`, `Box`: the records passed around.
 """
 
 from patternfind import filters
+from patternfind.annotations import load_annotations, save_annotations
+from patternfind.comparison import compare
 from patternfind.conv import (
     conv2d,
     conv2d_backward,
@@ -20,6 +23,7 @@ from patternfind.conv import (
 )
 from patternfind.detect import detect
 from patternfind.io import load_image
+from patternfind.metrics import Evaluation, evaluate
 from patternfind.nms import non_max_suppression
 from patternfind.scores import score_map
 from patternfind.structures import Box, Detection, Filter
@@ -29,18 +33,23 @@ __version__ = "0.1.0"
 __all__ = [
     "Box",
     "Detection",
+    "Evaluation",
     "Filter",
     "__version__",
+    "compare",
     "conv2d",
     "conv2d_backward",
     "dense_params",
     "detect",
+    "evaluate",
     "filters",
+    "load_annotations",
     "load_image",
     "non_max_suppression",
     "num_params",
     "output_size",
     "pool2d",
     "pool2d_backward",
+    "save_annotations",
     "score_map",
 ]

@@ -247,16 +247,16 @@ def _pixel_window(filter_: Filter) -> tuple[int, int]:
 def _check_some_level_fits(shape: tuple[int, ...], plans: list[_Plan], levels: list[float]) -> None:
     """Raise if no filter fits the image at any scale (a filter that fits nowhere finds nothing)."""
     height, width = shape[:2]
-    largest = max(levels)
+    smallest = min(levels)  # the smallest object scale is the most enlarged image
     for plan in plans:
         window_height, window_width = _pixel_window(plan.filter)
-        if round(height / largest) >= window_height and round(width / largest) >= window_width:
+        if round(height / smallest) >= window_height and round(width / smallest) >= window_width:
             return
     window_height, window_width = _pixel_window(plans[0].filter)
     msg = (
         f"Filter {plans[0].filter.name!r} ({window_width}×{window_height}) is larger than the "
-        f"image ({width}×{height}) at every scale up to {largest:g}; "
-        "use a smaller filter or larger scales"
+        f"image ({width}×{height}) at every scale down to {smallest:g}; "
+        "use a smaller filter or smaller scales"
     )
     raise ValueError(msg)
 

@@ -29,9 +29,7 @@ def box_iou(boxes_a: Any, boxes_b: Any) -> NDArray[np.float64]:
     bottom = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
     intersection = np.clip(right - left, 0, None) * np.clip(bottom - top, 0, None)
     union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - intersection
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = intersection / union
-    return np.where(union > 0, iou, 0.0)
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
 def non_max_suppression(

@@ -1,0 +1,237 @@
+"""``patternfind evaluate`` and ``patternfind compare``: score filters on labelled images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from patternfind.cli._common import (
+    Parser,
+    UsageError,
+    add_detection_options,
+    add_version,
+    detection_options,
+)
+
+EVALUATE_EXAMPLES = """\
+examples:
+  patternfind evaluate --annotations samples/coins/coins.json --filter samples/coins/coin.npz
+  patternfind evaluate --annotations labels.xml --filter eye.npy --threshold 0.6 a.png b.png
+  patternfind evaluate --annotations coins.json --filter coin.npz --format json
+  patternfind evaluate --annotations coins.json --filter coin.npz --draw out/
+
+Annotations: COCO JSON, Pascal VOC XML (a file or a folder), dlib imglab XML,
+or CSV rows image,x,y,w,h[,label]; the format is read from the content. Image
+paths in the file are relative to the file. True positives are drawn green,
+false positives red, missed boxes blue.
+"""
+
+COMPARE_EXAMPLES = """\
+examples:
+  patternfind compare --annotations samples/coins/coins.json \\
+      --filter samples/coins/coin.npz --filter samples/coins/disc.npz
+  patternfind compare --annotations coins.json --filter a.npz --filter b.npz --report report.png
+  patternfind compare --annotations coins.json --filter a.npz --filter b.npz --report report.html
+  patternfind compare --annotations coins.json --filter a.npz --filter b.npz --format json
+
+Every filter runs on the same images with the same detection options.
+P, R and F1 are at each filter's threshold; AP is over all its detections.
+"""
+
+
+def _add_common(parser: Parser) -> None:
+    parser.add_argument("--annotations", required=True, metavar="FILE",
+                        help="ground truth: COCO JSON, VOC XML (file or folder), dlib XML or CSV")
+    parser.add_argument("images", nargs="*", metavar="IMAGE",
+                        help="images to evaluate on (default: every image the annotations list)")
+    parser.add_argument("--iou", type=float, default=0.5,
+                        help="overlap a detection needs with a true box to count (default 0.5)")
+    parser.add_argument("--format", choices=("table", "json"), default="table",
+                        help="output on stdout (default table)")
+    add_detection_options(parser)
+    add_version(parser)
+
+
+def build_evaluate_parser() -> Parser:
+    """Parser of ``patternfind evaluate``."""
+    parser = Parser(prog="patternfind evaluate",
+                    description="Detect with one filter on labelled images and print "
+                                "precision, recall, F1, AP and the counts.",
+                    epilog=EVALUATE_EXAMPLES)
+    parser.add_argument("--filter", required=True, metavar="F",
+                        help="filter file (.npy, .npz or an image)")
+    parser.add_argument("--draw", metavar="DIR",
+                        help="write each image with true positives, false positives and misses")
+    _add_common(parser)
+    parser.set_defaults(prog=parser.prog)
+    return parser
+
+
+def build_compare_parser() -> Parser:
+    """Parser of ``patternfind compare``."""
+    parser = Parser(prog="patternfind compare",
+                    description="Run several filters on the same labelled images and print "
+                                "one table: filter, kind, P, R, F1, AP, time per image.",
+                    epilog=COMPARE_EXAMPLES)
+    parser.add_argument("--filter", required=True, action="append", metavar="F", dest="filters",
+                        help="a filter file; give --filter two or more times")
+    parser.add_argument("--report", metavar="FILE",
+                        help="write a one-page report (.png or .html): filters, PR curves, "
+                             "detections on an example image")
+    _add_common(parser)
+    parser.set_defaults(prog=parser.prog)
+    return parser
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Run ``patternfind evaluate``; return the exit status."""
+    from patternfind.io import load_filter
+
+    if args.draw is not None and not Path(args.draw).is_dir():
+        Path(args.draw).mkdir(parents=True, exist_ok=True)
+    filter_ = load_filter(args.filter)
+    [evaluation], pixels = _run(args, [filter_])
+    if args.format == "json":
+        summary = {**evaluation.summary(), "detect_options": detection_options(args)}
+        print(json.dumps(summary, indent=1, allow_nan=False))
+    else:
+        print(_evaluation_table(evaluation))
+    if args.draw is not None:
+        _draw(Path(args.draw), evaluation, pixels)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Run ``patternfind compare``; return the exit status."""
+    from patternfind.io import load_filter
+
+    if args.report is not None and Path(args.report).suffix.lower() not in (".png", ".html", ".htm"):
+        msg = f"--report {args.report}: use a .png or .html file"
+        raise UsageError(msg)
+    filters = [load_filter(path) for path in args.filters]
+    evaluations, pixels = _run(args, filters)
+    if args.format == "json":
+        options = detection_options(args)
+        summaries = [{**e.summary(), "detect_options": options} for e in evaluations]
+        print(json.dumps(summaries, indent=1, allow_nan=False))
+    else:
+        print(_compare_table(evaluations))
+    if args.report is not None:
+        from patternfind.plot import write_report
+
+        example = write_report(args.report, evaluations, filters, pixels, score=args.score,
+                               title=f"patternfind compare on {Path(args.annotations).name}")
+        if args.format == "table":
+            print(f"report written to {args.report} (example image {example})")
+    return 0
+
+
+def _run(args: argparse.Namespace, filters: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Load the labelled images once, then compare the filters on them."""
+    from patternfind.annotations import AnnotationWarning, image_paths, load_annotations
+    from patternfind.comparison import compare, load_labelled_images
+
+    if not 0 < args.iou <= 1:
+        msg = f"--iou must be in (0, 1], got {args.iou:g}"
+        raise UsageError(msg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AnnotationWarning)
+        annotations = load_annotations(args.annotations)
+        if args.images:
+            sources = _select_images(args.images, annotations, args.annotations)
+        else:
+            sources = image_paths(annotations, args.annotations)
+        ground_truth, pixels = load_labelled_images(annotations, images=sources)
+    for warning in caught:  # one line each, not Python's two-line warning format
+        print(f"{args.prog}: warning: {warning.message}", file=sys.stderr)
+    evaluations = compare(filters, ground_truth, images=pixels, iou=args.iou,
+                          **detection_options(args))
+    return evaluations, pixels
+
+
+def _select_images(images: list[str], annotations: dict[str, Any], annotation_path: str
+                   ) -> dict[str, Path]:
+    """Map image paths from the command line to annotation keys."""
+    from patternfind.annotations import image_paths
+
+    known = {path.resolve(): key
+             for key, path in image_paths(annotations, annotation_path, check=False).items()}
+    selected = {}
+    for image in images:
+        path = Path(image)
+        if not path.is_file():
+            msg = f"image file not found: {image}"
+            raise UsageError(msg)
+        key = known.get(path.resolve())
+        if key is None:
+            msg = f"image {image} is not listed in the annotations {annotation_path}"
+            raise UsageError(msg)
+        selected[key] = path
+    return selected
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _format_rows(rows: list[list[str]], right: set[int]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.rjust(w) if i in right else cell.ljust(w)
+                  for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+        for row in rows
+    )
+
+
+def _evaluation_table(evaluation: Any) -> str:
+    rows = [["image", "TP", "FP", "FN"]]
+    for key, image in evaluation.images.items():
+        rows.append([key, str(image.true_positives), str(image.false_positives),
+                     str(image.false_negatives)])
+    rows.append(["total", str(evaluation.true_positives), str(evaluation.false_positives),
+                 str(evaluation.false_negatives)])
+    summary = (
+        f"filter {evaluation.name} ({evaluation.kind or '?'}) on {len(evaluation.images)} image(s), "
+        f"{evaluation.positives} true box(es), IoU >= {evaluation.iou:g}\n"
+        f"precision {_number(evaluation.precision)}  recall {_number(evaluation.recall)}  "
+        f"F1 {_number(evaluation.f1)}  AP {_number(evaluation.ap)}  "
+        f"({1000 * evaluation.seconds_per_image:.1f} ms per image)"
+    )
+    return _format_rows(rows, right={1, 2, 3}) + "\n\n" + summary
+
+
+def _compare_table(evaluations: list[Any]) -> str:
+    rows = [["filter", "kind", "P", "R", "F1", "AP", "TP", "FP", "FN", "ms/image"]]
+    for e in evaluations:
+        rows.append([e.name, e.kind or "?", _number(e.precision), _number(e.recall),
+                     _number(e.f1), _number(e.ap), str(e.true_positives), str(e.false_positives),
+                     str(e.false_negatives), f"{1000 * e.seconds_per_image:.1f}"])
+    first = evaluations[0]
+    footer = (f"{len(first.images)} image(s), {first.positives} true box(es), "
+              f"IoU >= {first.iou:g}; P, R, F1 at each filter's threshold, AP over all detections")
+    return _format_rows(rows, right=set(range(2, 10))) + "\n" + footer
+
+
+def _draw(folder: Path, evaluation: Any, pixels: dict[str, Any]) -> None:
+    from patternfind.io import save_image
+    from patternfind.plot import draw_evaluation
+
+    for key, image in evaluation.images.items():
+        counted = [d for d, keep in zip(image.detections, image.counted, strict=True) if keep]
+        picture = draw_evaluation(pixels[key], counted, list(image.boxes), iou=evaluation.iou)
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(Path(key).with_suffix(""))) + ".png"
+        save_image(folder / name, picture)
+    print(f"drew {len(evaluation.images)} image(s) into {folder}/ "
+          "(green: true positive, red: false positive, blue: missed)")
+
+
+COMMANDS = {
+    "evaluate": (build_evaluate_parser, run_evaluate),
+    "compare": (build_compare_parser, run_compare),
+}

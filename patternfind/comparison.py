@@ -1,0 +1,147 @@
+"""Run several filters on the same labelled images with the same settings, and score each."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from patternfind.annotations import AnnotationWarning, clip_to_image, image_paths, load_annotations
+from patternfind.metrics import Evaluation, evaluate
+from patternfind.structures import Box, Filter
+
+__all__ = ["compare", "load_labelled_images"]
+
+
+def compare(
+    filters: Filter | str | Path | Sequence[Filter | str | Path],
+    annotations: Mapping[str, Sequence[Box]] | str | Path,
+    *,
+    images: Mapping[str, NDArray[Any] | str | Path] | None = None,
+    iou: float = 0.5,
+    **detect_options: Any,
+) -> list[Evaluation]:
+    """Detect with each filter on the same images and evaluate each against the ground truth.
+
+    Parameters
+    ----------
+    filters : Filter, path, or sequence of them
+        The filters to compare; paths are read with `patternfind.io.load_filter`.
+    annotations : mapping of str to sequence of Box, or path
+        Ground truth, as from `patternfind.load_annotations`, or the
+        annotation file itself (its images then resolve relative to it).
+    images : mapping of str to (H, W[, C]) array or path, optional
+        The images to run on, keyed as in ``annotations``; only these are
+        evaluated. Default: every image of ``annotations``, read from its
+        key (resolved relative to the annotation file when a path was given,
+        else to the working folder).
+    iou : float
+        Overlap a detection needs with a true box to count as found.
+    **detect_options
+        Passed to `patternfind.detect` unchanged for every filter
+        (``threshold``, ``score``, ``scales``, ``scale_step``, ``nms_iou``,
+        ``max_detections``, ``subpixel``).
+
+    Returns
+    -------
+    list of Evaluation
+        One per filter, in order, with ``name``, ``kind`` (the filter's
+        ``meta["kind"]``) and ``seconds_per_image`` (detection only; images
+        are read once beforehand) filled in.
+
+    Raises
+    ------
+    ValueError
+        If there are no filters, an image key is not in ``annotations``, an
+        image is missing, or a box lies outside its image. Boxes partly
+        outside are clipped with an `AnnotationWarning`.
+    """
+    from patternfind.detect import detect
+    from patternfind.io import load_filter
+
+    if isinstance(filters, (Filter, str, Path)):
+        filters = [filters]
+    loaded = [f if isinstance(f, Filter) else load_filter(f) for f in filters]
+    if not loaded:
+        msg = "`filters` must hold at least one filter, got none"
+        raise ValueError(msg)
+    ground_truth, pixels = load_labelled_images(annotations, images=images)
+    evaluations = []
+    for filter_ in loaded:
+        found, elapsed = {}, 0.0
+        for key, image in pixels.items():
+            start = time.perf_counter()
+            found[key] = detect(image, filter_, **detect_options)
+            elapsed += time.perf_counter() - start
+        evaluation = evaluate(found, ground_truth, iou=iou)
+        evaluations.append(replace(
+            evaluation,
+            name=filter_.name,
+            kind=filter_.meta.get("kind"),
+            seconds_per_image=elapsed / len(pixels),
+        ))
+    return evaluations
+
+
+def load_labelled_images(
+    annotations: Mapping[str, Sequence[Box]] | str | Path,
+    *,
+    images: Mapping[str, NDArray[Any] | str | Path] | None = None,
+) -> tuple[dict[str, list[Box]], dict[str, NDArray[Any]]]:
+    """Read the images of an annotation set and clip its boxes to them.
+
+    Parameters
+    ----------
+    annotations : mapping of str to sequence of Box, or path
+        Ground truth, or the annotation file.
+    images : mapping of str to array or path, optional
+        The images to use, keyed as in ``annotations`` (default: all of them).
+
+    Returns
+    -------
+    ground_truth : dict of str to list of Box
+        The boxes of the chosen images, clipped to the image size.
+    pixels : dict of str to (H, W[, C]) array
+        The chosen images, as stored.
+    """
+    from patternfind.io import load_image
+
+    if isinstance(annotations, (str, Path)):
+        annotation_path = Path(annotations)
+        annotations = load_annotations(annotation_path)
+        sources: Mapping[str, Any] = (
+            image_paths(annotations, annotation_path) if images is None else images
+        )
+    else:
+        sources = {key: Path(key) for key in annotations} if images is None else images
+    if not sources:
+        msg = "`images` must name at least one image, got none"
+        raise ValueError(msg)
+    unknown = [key for key in sources if key not in annotations]
+    if unknown:
+        msg = f"image {unknown[0]!r} has no entry in the annotations"
+        raise ValueError(msg)
+    missing = [str(v) for v in sources.values()
+               if isinstance(v, (str, Path)) and not Path(v).is_file()]
+    if missing:
+        msg = f"{len(missing)} annotated image(s) not found, e.g. {missing[0]}"
+        raise ValueError(msg)
+    ground_truth, pixels, clipped = {}, {}, 0
+    for key, source in sources.items():
+        image = load_image(source) if isinstance(source, (str, Path)) else np.asarray(source)
+        height, width = image.shape[:2]
+        ground_truth[key], changed = clip_to_image(
+            annotations[key], width, height, source=f"annotations of image {key!r}"
+        )
+        clipped += changed
+        pixels[key] = image
+    if clipped:
+        warnings.warn(f"clipped {clipped} annotation box(es) that reached outside their image",
+                      AnnotationWarning, stacklevel=2)
+    return ground_truth, pixels
