@@ -31,6 +31,10 @@ from patternfind.scores import (
 )
 from patternfind.structures import SCORE_KINDS, Detection, Filter
 
+#: A box with more than this fraction of its area inside a better box is a
+#: duplicate: a template matches parts of its own copy at smaller scales.
+CONTAINED_FRACTION = 0.7
+
 FilterLike = Filter | str | Path
 ImageLike = NDArray[Any] | str | Path
 
@@ -108,7 +112,8 @@ def detect(
     scale_step : float
         Ratio between pyramid levels (> 1).
     nms_iou : float
-        A box overlapping a better one by more than this IoU is dropped.
+        A box overlapping a better one by more than this IoU is dropped, and
+        so is a box lying mostly (`CONTAINED_FRACTION`) inside a better one.
     per_label : bool
         If True, boxes of different filters never suppress each other.
     max_detections : int, optional
@@ -255,7 +260,7 @@ def _check_some_level_fits(shape: tuple[int, ...], plans: list[_Plan], levels: l
     window_height, window_width = _pixel_window(plans[0].filter)
     msg = (
         f"Filter {plans[0].filter.name!r} ({window_width}×{window_height}) is larger than the "
-        f"image ({width}×{height}) at every scale down to {smallest:g}; "
+        f"image ({width}×{height}) at every scale down to {smallest:.3g}; "
         "use a smaller filter or smaller scales"
     )
     raise ValueError(msg)
@@ -345,7 +350,8 @@ def _suppress(
     if not len(table):
         return []
     labels = table[:, 5].astype(int) if per_label else None
-    kept = non_max_suppression(table[:, :4], table[:, 4], iou_threshold=nms_iou, labels=labels)
+    kept = non_max_suppression(table[:, :4], table[:, 4], iou_threshold=nms_iou,
+                               containment_threshold=CONTAINED_FRACTION, labels=labels)
     if max_detections is not None:
         kept = kept[:max_detections]
     return [

@@ -37,6 +37,7 @@ def non_max_suppression(
     scores: Any,
     *,
     iou_threshold: float = 0.3,
+    containment_threshold: float | None = None,
     labels: Any = None,
 ) -> NDArray[np.intp]:
     """Greedy NMS: keep the best box, drop those overlapping it by more than ``iou_threshold``.
@@ -48,6 +49,11 @@ def non_max_suppression(
     scores : (N,) array
     iou_threshold : float
         Boxes whose IoU with a kept, better box exceeds this are dropped.
+    containment_threshold : float, optional
+        Also drop a box when more than this fraction of its own area lies
+        inside a kept, better box. IoU alone lets a small box inside a
+        found object survive (a half-size box inside has IoU 0.25), and
+        a template does match parts of its own smooth copy.
     labels : (N,) array, optional
         If given, only boxes with the same label suppress each other.
 
@@ -61,15 +67,18 @@ def non_max_suppression(
     if len(boxes) != len(scores):
         msg = f"`boxes` has {len(boxes)} rows but `scores` has {len(scores)}"
         raise ValueError(msg)
-    if not 0 <= iou_threshold <= 1:
-        msg = f"`iou_threshold` must be in [0, 1], got {iou_threshold!r}"
-        raise ValueError(msg)
+    for name, value in (("iou_threshold", iou_threshold),
+                        ("containment_threshold", containment_threshold)):
+        if value is not None and not 0 <= value <= 1:
+            msg = f"`{name}` must be in [0, 1], got {value!r}"
+            raise ValueError(msg)
     if labels is not None:
         labels = np.asarray(labels)
         kept = [
             np.flatnonzero(labels == label)[
                 non_max_suppression(boxes[labels == label], scores[labels == label],
-                                    iou_threshold=iou_threshold)
+                                    iou_threshold=iou_threshold,
+                                    containment_threshold=containment_threshold)
             ]
             for label in np.unique(labels)
         ]
@@ -80,6 +89,19 @@ def non_max_suppression(
     while order.size:
         best = order[0]
         kept_indices.append(best)
-        overlap = box_iou(boxes[best], boxes[order[1:]])[0]
-        order = order[1:][overlap <= iou_threshold]
+        rest = order[1:]
+        keep = box_iou(boxes[best], boxes[rest])[0] <= iou_threshold
+        if containment_threshold is not None:
+            keep &= _fraction_inside(boxes[rest], boxes[best]) <= containment_threshold
+        order = rest[keep]
     return np.asarray(kept_indices, dtype=np.intp)
+
+
+def _fraction_inside(boxes: NDArray[np.float64], container: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Fraction of each (x, y, w, h) box's area that lies inside ``container``."""
+    width = np.clip(np.minimum(boxes[:, 0] + boxes[:, 2], container[0] + container[2])
+                    - np.maximum(boxes[:, 0], container[0]), 0, None)
+    height = np.clip(np.minimum(boxes[:, 1] + boxes[:, 3], container[1] + container[3])
+                     - np.maximum(boxes[:, 1], container[1]), 0, None)
+    area = boxes[:, 2] * boxes[:, 3]
+    return np.divide(width * height, area, out=np.zeros_like(area), where=area > 0)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 
 # The 8 neighbours; those "before" a pixel in raster order must be strictly
-# lower, the others lower or equal, so a plateau of equal scores yields one peak.
+# lower, the others lower or equal. That keeps the first pixel of every plateau of
+# equal scores, but also other pixels of plateaus that are not convex, and plateaus
+# with a higher neighbour further on: `_first_of_maximal_plateaus` removes those.
 _NEIGHBOURS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)]
 
 
@@ -40,6 +43,7 @@ def find_peaks(
     last_row, last_col = score_map.shape[0] - 1, score_map.shape[1] - 1
     values = score_map[rows, cols]
     keep = np.ones(rows.shape, bool)
+    equal = np.zeros(rows.shape, bool)
     for dr, dc in _NEIGHBOURS:
         neighbour_rows, neighbour_cols = rows + dr, cols + dc
         outside = (
@@ -51,6 +55,9 @@ def find_peaks(
         ]
         higher = values > neighbour if (dr, dc) < (0, 0) else values >= neighbour
         keep &= higher | outside
+        equal |= (values == neighbour) & ~outside
+    plateau = keep & equal
+    keep[plateau] = _first_of_maximal_plateaus(score_map, rows[plateau], cols[plateau])
     rows, cols, values = rows[keep], cols[keep], values[keep]
     row_positions = rows.astype(np.float64)
     col_positions = cols.astype(np.float64)
@@ -58,6 +65,31 @@ def find_peaks(
         row_positions += _parabola_offset(score_map, rows, cols, axis=0)
         col_positions += _parabola_offset(score_map, rows, cols, axis=1)
     return row_positions, col_positions, values
+
+
+def _first_of_maximal_plateaus(
+    score_map: NDArray[np.float32], rows: NDArray[np.intp], cols: NDArray[np.intp]
+) -> NDArray[np.bool_]:
+    """True where (row, col) is the raster-first pixel of a plateau that no neighbour exceeds.
+
+    Plateaus are 8-connected sets of equal scores; they are rare in real score
+    maps, so labelling them costs nothing in the common case.
+    """
+    if rows.size == 0:
+        return np.zeros(0, bool)
+    neighbourhood_max = ndimage.maximum_filter(score_map, size=3, mode="nearest")
+    flat_index = np.arange(score_map.size).reshape(score_map.shape)
+    result = np.zeros(rows.shape, bool)
+    for value in np.unique(score_map[rows, cols]):
+        labels, _ = ndimage.label(score_map == value, structure=np.ones((3, 3)))
+        chosen = np.flatnonzero(score_map[rows, cols] == value)
+        plateau_ids = labels[rows[chosen], cols[chosen]]
+        highest_around = ndimage.maximum(neighbourhood_max, labels, plateau_ids)
+        first_pixel = ndimage.minimum(flat_index, labels, plateau_ids)
+        result[chosen] = (np.asarray(highest_around) <= value) & (
+            np.asarray(first_pixel) == rows[chosen] * score_map.shape[1] + cols[chosen]
+        )
+    return result
 
 
 def _parabola_offset(

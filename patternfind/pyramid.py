@@ -45,11 +45,11 @@ def pyramid_scales(scales: Any = (0.5, 2.0), scale_step: Any = 1.1) -> list[floa
         msg = f"`scales` must be (min, max) with min <= max, got {tuple(scales)!r}"
         raise ValueError(msg)
     step = finite_float(scale_step, "scale_step")
+    if low == high:
+        return [low]
     if step <= 1:
         msg = f"`scale_step` must be greater than 1, got {scale_step!r}"
         raise ValueError(msg)
-    if low == high:
-        return [low]
     # Whole powers of the step, so that scale 1 (the input itself) is always
     # searched when it lies in range; 1e-9 absorbs rounding at the ends.
     first = math.ceil(math.log(low) / math.log(step) - 1e-9)

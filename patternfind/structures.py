@@ -70,6 +70,8 @@ class Filter:
         weights = np.array(self.weights, dtype=np.float32) if self.mask is not None else (
             as_float_array(self.weights, "weights", dtype=np.float32)
         )
+        if weights.ndim == 3 and weights.shape[2] == 1:
+            weights = weights[..., 0]  # one channel is grey: it scores grey images and grey views
         if weights.ndim not in (2, 3):
             msg = f"`weights` of filter {self.name!r} must be (h, w) or (h, w, C), got shape {weights.shape}"
             raise ValueError(msg)

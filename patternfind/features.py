@@ -1,0 +1,300 @@
+"""Feature channels shared by training and detection: pixels, gradients and dense HOG.
+
+Every kind maps an image to a *feature map* of shape ``(h', w', D)`` together
+with a cell size ``cell`` in pixels: ``map[i, j]`` describes the ``cell × cell``
+pixel cell whose top-left corner is at row ``i * cell``, column ``j * cell``.
+A linear filter of shape ``(fh, fw, D)`` slid over the map therefore covers
+windows of ``(fh * cell, fw * cell)`` pixels, and a score at ``map[i, j]``
+belongs to the window whose top-left pixel is ``(i * cell, j * cell)``.
+
+Kinds
+-----
+``"pixels"``
+    The image itself with a channel axis (``D = 1`` grey, ``D = 3`` RGB), cell 1.
+``"gradients"``
+    Three channels per pixel (cell 1): the central differences ``gx``, ``gy``
+    and the gradient magnitude, computed on the grey image.
+``"hog"``
+    A dense map of oriented-gradient cell histograms in the Dalal–Triggs
+    style, computed exactly as `skimage.feature.hog` computes them (central
+    differences, zero gradient on the image border, colour images use the
+    channel with the largest gradient at each pixel, unsigned orientations
+    hard-binned into ``bins`` bins of ``180 / bins`` degrees, each cell's
+    histogram the *mean* magnitude per bin). Blocks of 2 × 2 cells are
+    normalised with ``"L2-Hys"`` (or ``"L2"``, ``"L1"``); because every cell
+    belongs to four blocks, the map holds the four normalised copies of each
+    cell histogram, so ``D = 4 * bins`` (36 by default). The cell grid is
+    padded by one empty cell on each side so that border cells also get four
+    copies. Away from the border, ``map[r + a, c + b, 2a + b :: 4]`` is exactly
+    skimage's block ``(r, c)``, cell ``(a, b)``: see ``hog_blocks_like_skimage``.
+
+Options (``options=`` mapping) for ``"hog"``: ``cell`` (int, default 8),
+``bins`` (int, default 9), ``block_norm`` (default ``"L2-Hys"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from patternfind._validation import as_float_array, non_negative_int, one_of, positive_int
+
+FEATURE_KINDS = ("pixels", "gradients", "hog")
+BLOCK_NORMS = ("L2-Hys", "L2", "L1")
+_HOG_DEFAULTS: dict[str, Any] = {"cell": 8, "bins": 9, "block_norm": "L2-Hys"}
+_EPS = 1e-5  # skimage's block-normalisation epsilon
+
+
+def feature_options(kind: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the complete, checked options of feature ``kind`` (defaults filled in).
+
+    Parameters
+    ----------
+    kind : {"pixels", "gradients", "hog"}
+        The feature kind.
+    options : mapping, optional
+        Options to override; unknown keys are an error.
+
+    Returns
+    -------
+    options : dict
+        Every option of ``kind`` with its value; ``{}`` for kinds without options.
+    """
+    one_of(kind, "kind", FEATURE_KINDS)
+    options = dict(options or {})
+    defaults = _HOG_DEFAULTS if kind == "hog" else {}
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        msg = f"`options` for {kind!r} features accept {sorted(defaults)}, got unknown {unknown}"
+        raise ValueError(msg)
+    merged = {**defaults, **options}
+    if kind == "hog":
+        merged["cell"] = positive_int(merged["cell"], "options['cell']")
+        merged["bins"] = positive_int(merged["bins"], "options['bins']")
+        merged["block_norm"] = one_of(merged["block_norm"], "options['block_norm']", BLOCK_NORMS)
+    return merged
+
+
+def feature_cell(kind: str, options: Mapping[str, Any] | None = None) -> int:
+    """Return the cell size in pixels of feature ``kind`` (1 for pixels and gradients)."""
+    options = feature_options(kind, options)
+    return int(options["cell"]) if kind == "hog" else 1
+
+
+def feature_channels(kind: str, options: Mapping[str, Any] | None = None, *,
+                     image_channels: int = 1) -> int:
+    """Return the number of feature channels D for an image with ``image_channels`` channels."""
+    options = feature_options(kind, options)
+    if kind == "pixels":
+        return int(image_channels)
+    if kind == "gradients":
+        return 3
+    return 4 * int(options["bins"])
+
+
+def feature_map(image: NDArray[Any], *, kind: str,
+                options: Mapping[str, Any] | None = None) -> tuple[NDArray[np.float32], int]:
+    """Compute the dense feature map of one image.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, 3) array
+        Pixel values in [0, 1] (float32 preferred; other dtypes are converted).
+    kind : {"pixels", "gradients", "hog"}
+        The feature kind (see the module docstring).
+    options : mapping, optional
+        Options of the kind, e.g. ``{"cell": 8, "bins": 9}`` for ``"hog"``.
+
+    Returns
+    -------
+    features : (H // cell, W // cell, D) float32 array
+        ``features[i, j]`` describes the pixel cell starting at row ``i * cell``,
+        column ``j * cell``. Pixels beyond the last whole cell are ignored.
+    cell : int
+        Cell size in pixels (1 for pixels and gradients).
+    """
+    image = _check_images(image, "image", batch=False)
+    features = _batch_features(image[None], kind, feature_options(kind, options))
+    return features[0], feature_cell(kind, options)
+
+
+def window_features(patches: NDArray[Any], *, kind: str,
+                    options: Mapping[str, Any] | None = None,
+                    context: int = 0) -> NDArray[np.float32]:
+    """Compute the features of a stack of equally sized windows.
+
+    Each patch is treated exactly as `feature_map` treats an image (the batch
+    is computed in one vectorised pass; the result equals
+    ``feature_map(patch, ...)`` for each patch). Because the gradient at an
+    image border is zero and border blocks are normalised with empty
+    neighbours, a window cut out of a larger image scores slightly differently
+    from the same window seen inside the image by the detector; pass patches
+    with ``context`` extra pixels on every side to get the features the
+    detector sees, with the context stripped from the result.
+
+    Parameters
+    ----------
+    patches : (N, h, w) or (N, h, w, 3) array
+        Pixel values in [0, 1].
+    kind : {"pixels", "gradients", "hog"}
+        The feature kind.
+    options : mapping, optional
+        Options of the kind.
+    context : int, default 0
+        Pixels of surrounding context on each side of every patch; a multiple
+        of the cell size.
+
+    Returns
+    -------
+    features : (N, fh, fw, D) float32 array
+        With ``fh = (h - 2 * context) // cell``, ``fw = (w - 2 * context) // cell``.
+    """
+    patches = _check_images(patches, "patches", batch=True)
+    options = feature_options(kind, options)
+    cell = feature_cell(kind, options)
+    context = non_negative_int(context, "context")
+    if context % cell:
+        msg = f"`context` must be a multiple of the cell size {cell}, got {context}"
+        raise ValueError(msg)
+    features = _batch_features(patches, kind, options)
+    margin = context // cell
+    if margin:
+        features = features[:, margin:-margin, margin:-margin]
+    if 0 in features.shape[1:3]:
+        msg = (f"`patches` of {patches.shape[1]}×{patches.shape[2]} pixels with context "
+               f"{context} hold no whole {cell}-pixel cell")
+        raise ValueError(msg)
+    return np.ascontiguousarray(features)
+
+
+def _check_images(images: Any, name: str, *, batch: bool) -> NDArray[np.float32]:
+    array = as_float_array(images, name, dtype=np.float32)
+    base = 3 if batch else 2
+    if array.ndim == base + 1 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (base, base + 1) or (array.ndim == base + 1 and array.shape[-1] != 3):
+        shape = "(N, h, w) or (N, h, w, 3)" if batch else "(H, W) or (H, W, 3)"
+        msg = f"`{name}` must have shape {shape}, got {array.shape}"
+        raise ValueError(msg)
+    if 0 in array.shape:
+        msg = f"`{name}` is empty, shape {array.shape}"
+        raise ValueError(msg)
+    return array
+
+
+def _batch_features(images: NDArray[np.float32], kind: str,
+                    options: Mapping[str, Any]) -> NDArray[np.float32]:
+    """(N, H, W[, 3]) float32 → (N, h', w', D) float32."""
+    if kind == "pixels":
+        return images[..., None] if images.ndim == 3 else images
+    if kind == "gradients":
+        grey = _grey(images)
+        g_row, g_col = _central_gradients(grey)
+        magnitude = np.hypot(g_col, g_row)
+        return np.stack([g_col, g_row, magnitude], axis=-1)
+    return _hog(images, options["cell"], options["bins"], options["block_norm"])
+
+
+def _grey(images: NDArray[np.float32]) -> NDArray[np.float32]:
+    if images.ndim == 3:
+        return images
+    weights = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)  # skimage.color.rgb2gray
+    return images @ weights
+
+
+def _central_gradients(images: NDArray[np.float32]) -> tuple[NDArray[np.float32], ...]:
+    """Row and column central differences of (N, H, W[, C]), zero on the border (as skimage)."""
+    g_row = np.zeros_like(images)
+    g_col = np.zeros_like(images)
+    g_row[:, 1:-1] = images[:, 2:] - images[:, :-2]
+    g_col[:, :, 1:-1] = images[:, :, 2:] - images[:, :, :-2]
+    return g_row, g_col
+
+
+def _hog(images: NDArray[np.float32], cell: int, bins: int,
+         block_norm: str) -> NDArray[np.float32]:
+    histograms = _cell_histograms(images, cell, bins)
+    return _normalise_blocks(histograms, block_norm)
+
+
+def _cell_histograms(images: NDArray[np.float32], cell: int, bins: int) -> NDArray[np.float32]:
+    """(N, H, W[, 3]) → (N, H // cell, W // cell, bins): mean gradient magnitude per bin."""
+    g_row, g_col = _central_gradients(images)
+    magnitude = np.hypot(g_row, g_col)
+    if images.ndim == 4:  # the channel with the strongest gradient at each pixel, as skimage
+        strongest = magnitude.argmax(axis=-1)[..., None]
+        g_row = np.take_along_axis(g_row, strongest, axis=-1)[..., 0]
+        g_col = np.take_along_axis(g_col, strongest, axis=-1)[..., 0]
+        magnitude = np.take_along_axis(magnitude, strongest, axis=-1)[..., 0]
+    count, height, width = images.shape[:3]
+    rows, cols = height // cell, width // cell
+    if rows == 0 or cols == 0:
+        msg = f"images of {height}×{width} pixels hold no whole {cell}-pixel HOG cell"
+        raise ValueError(msg)
+    g_row = g_row[:, : rows * cell, : cols * cell]
+    g_col = g_col[:, : rows * cell, : cols * cell]
+    magnitude = magnitude[:, : rows * cell, : cols * cell]
+    # skimage bins rad2deg(arctan2(g_row, g_col)) % 180 into [k·180/bins, (k+1)·180/bins)
+    degrees = np.rad2deg(np.arctan2(g_row.astype(np.float64), g_col)) % 180.0
+    orientation_bin = np.minimum((degrees * (bins / 180)).astype(np.intp), bins - 1)
+    cell_index = (np.arange(count)[:, None, None] * rows
+                  + np.arange(rows * cell)[None, :, None] // cell) * cols \
+        + np.arange(cols * cell)[None, None, :] // cell
+    votes = np.bincount((cell_index * bins + orientation_bin).ravel(),
+                        weights=magnitude.ravel(), minlength=count * rows * cols * bins)
+    histograms = votes.astype(np.float32).reshape(count, rows, cols, bins)
+    histograms /= np.float32(cell * cell)
+    return histograms
+
+
+def _normalise_blocks(histograms: NDArray[np.float32], block_norm: str) -> NDArray[np.float32]:
+    """(N, h, w, b) cell histograms → (N, h, w, 4b): each cell normalised in its four 2×2 blocks.
+
+    Channel ``(2a + c) * b + k`` of cell (i, j) is bin k of that cell as cell
+    ``(a, c)`` of the block whose top-left cell is ``(i - a, j - c)``.
+    """
+    count, rows, cols, bins = histograms.shape
+    padded = np.zeros((count, rows + 2, cols + 2, bins), dtype=np.float32)
+    padded[:, 1:-1, 1:-1] = histograms
+    # blocks[n, R, C, a, c] = padded[n, R + a, C + c]: (N, rows + 1, cols + 1, 2, 2, bins)
+    blocks = np.stack([np.stack([padded[:, a:a + rows + 1, c:c + cols + 1] for c in (0, 1)],
+                                axis=3) for a in (0, 1)], axis=3)
+    eps = np.float32(_EPS)
+    if block_norm == "L1":
+        blocks = blocks / (np.abs(blocks).sum(axis=(3, 4, 5), keepdims=True) + eps)
+    else:
+        blocks = blocks / np.sqrt(np.square(blocks).sum(axis=(3, 4, 5), keepdims=True) + eps**2)
+        if block_norm == "L2-Hys":
+            np.minimum(blocks, np.float32(0.2), out=blocks)
+            blocks /= np.sqrt(np.square(blocks).sum(axis=(3, 4, 5), keepdims=True) + eps**2)
+    # cell (i, j) is cell (a, c) of padded block (i + 1 - a, j + 1 - c)
+    copies = [blocks[:, 1 - a:1 - a + rows, 1 - c:1 - c + cols, a, c] for a in (0, 1) for c in (0, 1)]
+    return np.ascontiguousarray(np.concatenate(copies, axis=-1), dtype=np.float32)
+
+
+def hog_blocks_like_skimage(features: NDArray[np.float32], bins: int) -> NDArray[np.float32]:
+    """Rearrange a dense HOG map into `skimage.feature.hog`'s block array.
+
+    Parameters
+    ----------
+    features : (h, w, 4 * bins) array
+        A ``"hog"`` feature map.
+    bins : int
+        Orientation bins.
+
+    Returns
+    -------
+    blocks : (h - 1, w - 1, 2, 2, bins) array
+        What ``skimage.feature.hog(..., cells_per_block=(2, 2), feature_vector=False)``
+        returns for the same image and options.
+    """
+    rows, cols = features.shape[0] - 1, features.shape[1] - 1
+    out = np.empty((rows, cols, 2, 2, bins), dtype=features.dtype)
+    for a in (0, 1):
+        for c in (0, 1):
+            slot = 2 * a + c
+            out[:, :, a, c] = features[a:a + rows, c:c + cols, slot * bins:(slot + 1) * bins]
+    return out
