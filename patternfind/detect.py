@@ -28,6 +28,7 @@ from patternfind.scores import (
     match_channels,
     prepare_image,
     score_pixels,
+    to_grey,
 )
 from patternfind.structures import SCORE_KINDS, Detection, Filter
 
@@ -282,21 +283,29 @@ def _scan_level(
     level = resize_to_scale(pixels, scale)
     scale_y = pixels.shape[0] / level.shape[0]
     scale_x = pixels.shape[1] / level.shape[1]
-    feature_cache: dict[str, tuple[NDArray[np.float32], int]] = {}
-    candidates: list[NDArray[np.float64]] = []
-    maps: list[LevelMap] = []
-    for index, plan in enumerate(plans):
+    # What the filters look at, computed once per level and shared by all of them.
+    views = {"pixels": level}
+    if any(p.filter.features == "pixels" and p.filter.weights.ndim == 2 for p in plans):
+        views["grey"] = to_grey(level)
+    feature_maps = _feature_maps(level, plans)
+    # Several filters: one thread each (no stripe overlap to pay); one filter: its stripes.
+    per_filter = workers > 1 and len(plans) > 1
+
+    def score_plan(index: int) -> tuple[NDArray[np.float64] | None, LevelMap | None]:
+        plan = plans[index]
         filter_ = plan.filter
         window_height, window_width = _pixel_window(filter_)
         if window_height > level.shape[0] or window_width > level.shape[1]:
-            continue
+            return None, None
         if filter_.features == "pixels":
-            scores = score_pixels(match_channels(level, filter_), filter_, plan.score, workers=workers)
+            view = views["grey"] if filter_.weights.ndim == 2 else match_channels(level, filter_)
+            scores = score_pixels(view, filter_, plan.score, workers=1 if per_filter else workers)
             step = 1
         else:
-            feature_scores, step = _feature_scores(level, filter_, feature_cache)
+            features, step = feature_maps[_feature_key(filter_)]
+            feature_scores = _feature_scores(features, filter_)
             if feature_scores is None:
-                continue
+                return None, None
             scores = feature_scores
         rows, cols, values = find_peaks(scores, plan.threshold, subpixel=subpixel)
         window = (window_height * scale_y, window_width * scale_x)
@@ -307,25 +316,41 @@ def _scan_level(
         found[:, 2:4] = window[1], window[0]
         found[:, 4] = values
         found[:, 5:7] = index, scale
-        candidates.append(found)
-        if keep_maps:
-            maps.append(LevelMap(scores, filter_.name, step, scale_x, scale_y, window))
+        level_map = LevelMap(scores, filter_.name, step, scale_x, scale_y, window) if keep_maps else None
+        return found, level_map
+
+    results = map_in_threads(score_plan, range(len(plans)), workers if per_filter else 1)
+    candidates = [found for found, _ in results if found is not None]
+    maps = [level_map for _, level_map in results if level_map is not None]
     return candidates, maps
 
 
-def _feature_scores(
-    level: NDArray[np.float32],
-    filter_: Filter,
-    cache: dict[str, tuple[NDArray[np.float32], int]],
-) -> tuple[NDArray[np.float32] | None, int]:
-    """⟨w, φ⟩ + b at every cell of the level's feature map (φ shared by same-kind filters)."""
-    from patternfind.conv import conv2d
-    from patternfind.features import feature_map
+def _feature_key(filter_: Filter) -> str:
+    return repr((filter_.features, sorted(filter_.feature_options.items())))
 
-    key = repr((filter_.features, sorted(filter_.feature_options.items())))
-    if key not in cache:
-        cache[key] = feature_map(level, kind=filter_.features, options=filter_.feature_options)
-    features, step = cache[key]
+
+def _feature_maps(
+    level: NDArray[np.float32], plans: list[_Plan]
+) -> dict[str, tuple[NDArray[np.float32], int]]:
+    """The feature map of every feature kind the filters use, at one level."""
+    maps: dict[str, tuple[NDArray[np.float32], int]] = {}
+    for plan in plans:
+        filter_ = plan.filter
+        if filter_.features != "pixels" and _feature_key(filter_) not in maps:
+            from patternfind.features import feature_map
+
+            maps[_feature_key(filter_)] = feature_map(
+                level, kind=filter_.features, options=filter_.feature_options
+            )
+    return maps
+
+
+def _feature_scores(
+    features: NDArray[np.float32], filter_: Filter
+) -> NDArray[np.float32] | None:
+    """⟨w, φ⟩ + b at every cell of a feature map; None if the filter does not fit."""
+    from patternfind.conv import conv2d
+
     weights = filter_.weights if filter_.weights.ndim == 3 else filter_.weights[..., None]
     if features.shape[2] != weights.shape[2]:
         msg = (
@@ -334,8 +359,8 @@ def _feature_scores(
         )
         raise ValueError(msg)
     if weights.shape[0] > features.shape[0] or weights.shape[1] > features.shape[1]:
-        return None, step
-    return conv2d(features, weights, filter_.bias), step
+        return None
+    return conv2d(features, weights, filter_.bias)
 
 
 def _suppress(

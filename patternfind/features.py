@@ -29,7 +29,10 @@ Kinds
     skimage's block ``(r, c)``, cell ``(a, b)``: see ``hog_blocks_like_skimage``.
 
 Options (``options=`` mapping) for ``"hog"``: ``cell`` (int, default 8),
-``bins`` (int, default 9), ``block_norm`` (default ``"L2-Hys"``).
+``bins`` (int, default 9), ``block_norm`` (default ``"L2-Hys"``) and
+``signed`` (default False: orientations modulo 180°; True spreads the bins
+over 360°, telling a dark-on-light edge from a light-on-dark one, which
+scikit-image does not offer).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from patternfind._validation import as_float_array, non_negative_int, one_of, po
 
 FEATURE_KINDS = ("pixels", "gradients", "hog")
 BLOCK_NORMS = ("L2-Hys", "L2", "L1")
-_HOG_DEFAULTS: dict[str, Any] = {"cell": 8, "bins": 9, "block_norm": "L2-Hys"}
+_HOG_DEFAULTS: dict[str, Any] = {"cell": 8, "bins": 9, "block_norm": "L2-Hys", "signed": False}
 _EPS = 1e-5  # skimage's block-normalisation epsilon
 
 
@@ -75,6 +78,10 @@ def feature_options(kind: str, options: Mapping[str, Any] | None = None) -> dict
         merged["cell"] = positive_int(merged["cell"], "options['cell']")
         merged["bins"] = positive_int(merged["bins"], "options['bins']")
         merged["block_norm"] = one_of(merged["block_norm"], "options['block_norm']", BLOCK_NORMS)
+        if not isinstance(merged["signed"], (bool, np.bool_)):
+            msg = f"`options['signed']` must be True or False, got {merged['signed']!r}"
+            raise TypeError(msg)
+        merged["signed"] = bool(merged["signed"])
     return merged
 
 
@@ -195,7 +202,7 @@ def _batch_features(images: NDArray[np.float32], kind: str,
         g_row, g_col = _central_gradients(grey)
         magnitude = np.hypot(g_col, g_row)
         return np.stack([g_col, g_row, magnitude], axis=-1)
-    return _hog(images, options["cell"], options["bins"], options["block_norm"])
+    return _hog(images, options["cell"], options["bins"], options["block_norm"], options["signed"])
 
 
 def _grey(images: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -215,12 +222,13 @@ def _central_gradients(images: NDArray[np.float32]) -> tuple[NDArray[np.float32]
 
 
 def _hog(images: NDArray[np.float32], cell: int, bins: int,
-         block_norm: str) -> NDArray[np.float32]:
-    histograms = _cell_histograms(images, cell, bins)
+         block_norm: str, signed: bool = False) -> NDArray[np.float32]:
+    histograms = _cell_histograms(images, cell, bins, signed=signed)
     return _normalise_blocks(histograms, block_norm)
 
 
-def _cell_histograms(images: NDArray[np.float32], cell: int, bins: int) -> NDArray[np.float32]:
+def _cell_histograms(images: NDArray[np.float32], cell: int, bins: int, *,
+                     signed: bool = False) -> NDArray[np.float32]:
     """(N, H, W[, 3]) → (N, H // cell, W // cell, bins): mean gradient magnitude per bin."""
     g_row, g_col = _central_gradients(images)
     magnitude = np.hypot(g_row, g_col)
@@ -238,8 +246,9 @@ def _cell_histograms(images: NDArray[np.float32], cell: int, bins: int) -> NDArr
     g_col = g_col[:, : rows * cell, : cols * cell]
     magnitude = magnitude[:, : rows * cell, : cols * cell]
     # skimage bins rad2deg(arctan2(g_row, g_col)) % 180 into [k·180/bins, (k+1)·180/bins)
-    degrees = np.rad2deg(np.arctan2(g_row.astype(np.float64), g_col)) % 180.0
-    orientation_bin = np.minimum((degrees * (bins / 180)).astype(np.intp), bins - 1)
+    span = 360.0 if signed else 180.0
+    degrees = np.rad2deg(np.arctan2(g_row.astype(np.float64), g_col)) % span
+    orientation_bin = np.minimum((degrees * (bins / span)).astype(np.intp), bins - 1)
     cell_index = (np.arange(count)[:, None, None] * rows
                   + np.arange(rows * cell)[None, :, None] // cell) * cols \
         + np.arange(cols * cell)[None, None, :] // cell

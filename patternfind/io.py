@@ -145,10 +145,10 @@ def to_float_image(image: Any, name: str = "image") -> NDArray[np.float32]:
     (H, W) or (H, W, C) float32 array
     """
     array = np.asarray(image)
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) * np.float32(1 / 255)
-    if array.dtype == np.uint16:
-        return array.astype(np.float32) * np.float32(1 / 65535)
+    if array.dtype in (np.uint8, np.uint16):
+        pixels = array.astype(np.float32)
+        pixels *= np.float32(1 / np.iinfo(array.dtype).max)  # in place: no second image-sized copy
+        return pixels
     if array.dtype == bool:
         return array.astype(np.float32)
     if np.issubdtype(array.dtype, np.floating):

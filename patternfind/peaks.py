@@ -72,22 +72,30 @@ def _first_of_maximal_plateaus(
 ) -> NDArray[np.bool_]:
     """True where (row, col) is the raster-first pixel of a plateau that no neighbour exceeds.
 
-    Plateaus are 8-connected sets of equal scores; they are rare in real score
-    maps, so labelling them costs nothing in the common case.
+    Plateaus are 8-connected sets of equal scores. Every pixel of a plateau
+    scores what the candidate does, so the plateau lies inside the bounding box
+    of the map's pixels with that score: labelling works on that crop (plus a
+    one-pixel margin for the neighbours), never on the whole map.
     """
-    if rows.size == 0:
-        return np.zeros(0, bool)
-    neighbourhood_max = ndimage.maximum_filter(score_map, size=3, mode="nearest")
-    flat_index = np.arange(score_map.size).reshape(score_map.shape)
     result = np.zeros(rows.shape, bool)
-    for value in np.unique(score_map[rows, cols]):
-        labels, _ = ndimage.label(score_map == value, structure=np.ones((3, 3)))
-        chosen = np.flatnonzero(score_map[rows, cols] == value)
-        plateau_ids = labels[rows[chosen], cols[chosen]]
+    values = score_map[rows, cols]
+    for value in np.unique(values):
+        same_rows, same_cols = np.nonzero(score_map == value)
+        top, left = max(same_rows.min() - 1, 0), max(same_cols.min() - 1, 0)
+        bottom, right = same_rows.max() + 2, same_cols.max() + 2
+        crop = score_map[top:bottom, left:right]
+        labels, _ = ndimage.label(crop == value, structure=np.ones((3, 3)))
+        # mode="nearest" matters only at the image border: elsewhere the crop's
+        # margin pixels are outside every plateau.
+        neighbourhood_max = ndimage.maximum_filter(crop, size=3, mode="nearest")
+        raster_index = np.arange(crop.size).reshape(crop.shape)
+        chosen = np.flatnonzero(values == value)
+        local_rows, local_cols = rows[chosen] - top, cols[chosen] - left
+        plateau_ids = labels[local_rows, local_cols]
         highest_around = ndimage.maximum(neighbourhood_max, labels, plateau_ids)
-        first_pixel = ndimage.minimum(flat_index, labels, plateau_ids)
+        first_pixel = ndimage.minimum(raster_index, labels, plateau_ids)
         result[chosen] = (np.asarray(highest_around) <= value) & (
-            np.asarray(first_pixel) == rows[chosen] * score_map.shape[1] + cols[chosen]
+            np.asarray(first_pixel) == raster_index[local_rows, local_cols]
         )
     return result
 

@@ -21,6 +21,7 @@ a quarter of one 8-bit grey level.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import cv2
@@ -40,6 +41,8 @@ DEFAULT_THRESHOLDS = {"ncc": 0.8, "cosine": 0.95}  # ncc: the OpenCV tutorial's 
 
 # Output rows below which splitting a map into row stripes costs more than it saves.
 _MIN_STRIPE_ROWS = 96
+# Output rows above which a map is split anyway, to bound scratch memory.
+_MAX_STRIPE_ROWS = 512
 
 
 def prepare_image(image: Any, name: str = "image") -> NDArray[np.float32]:
@@ -146,19 +149,28 @@ def check_fits(image_shape: tuple[int, ...], filter_: Filter) -> None:
 def score_pixels(
     pixels: NDArray[np.float32], filter_: Filter, score: str, *, workers: int = 1
 ) -> NDArray[np.float32]:
-    """`score_map` on an already prepared image, split into row stripes over threads."""
-    out_rows = pixels.shape[0] - filter_.weights.shape[0] + 1
-    stripes = min(workers, max(1, out_rows // _MIN_STRIPE_ROWS))
-    if stripes <= 1:
+    """`score_map` on an already prepared image, in row stripes run by ``workers`` threads.
+
+    Stripes of at most `_MAX_STRIPE_ROWS` output rows also bound the scratch
+    memory, which then grows with the number of workers, not with the image.
+    """
+    height, width = filter_.weights.shape[:2]
+    out_rows, out_cols = pixels.shape[0] - height + 1, pixels.shape[1] - width + 1
+    stripes = max(
+        min(workers, out_rows // _MIN_STRIPE_ROWS), math.ceil(out_rows / _MAX_STRIPE_ROWS), 1
+    )
+    if stripes == 1:
         return _score_block(pixels, filter_, score)
     bounds = np.linspace(0, out_rows, stripes + 1).astype(int)
-    overlap = filter_.weights.shape[0] - 1  # each stripe needs h − 1 more rows below it
+    result = np.empty((out_rows, out_cols), np.float32)
 
-    def run(index: int) -> NDArray[np.float32]:
+    def run(index: int) -> None:
         top, bottom = bounds[index], bounds[index + 1]
-        return _score_block(pixels[top : bottom + overlap], filter_, score)
+        # each stripe needs the h − 1 rows below its last window's top
+        result[top:bottom] = _score_block(pixels[top : bottom + height - 1], filter_, score)
 
-    return np.concatenate(map_in_threads(run, range(stripes), workers), axis=0)
+    map_in_threads(run, range(stripes), workers)
+    return result
 
 
 def _score_block(
@@ -167,23 +179,51 @@ def _score_block(
     weights = filter_.weights
     if score == "dot":
         result = cv2.matchTemplate(pixels, weights, cv2.TM_CCORR)
-        result += np.float32(filter_.bias)
+        if filter_.bias:
+            result += np.float32(filter_.bias)
         return result
     if filter_.mask is not None:
         return _masked_normalised(pixels, filter_, score)
-    if score == "ncc":
-        if _total_variance(weights) < FLAT_VARIANCE:
-            return _zeros_like_map(pixels, weights)
-        result = cv2.matchTemplate(pixels, weights, cv2.TM_CCOEFF_NORMED)
-        spread = _window_spread(pixels, weights.shape[:2], centred=True)
-    else:
-        if float(np.square(weights).sum()) < FLAT_VARIANCE:
-            return _zeros_like_map(pixels, weights)
-        result = cv2.matchTemplate(pixels, weights, cv2.TM_CCORR_NORMED)
-        spread = _window_spread(pixels, weights.shape[:2], centred=False)
-    result[spread < FLAT_VARIANCE] = 0
-    np.clip(result, -1, 1, out=result)  # rounding can step past ±1
-    return result
+    # OpenCV's own TM_CCOEFF_NORMED would normalise again what the flat-window
+    # test needs anyway; correlating with the centred filter and dividing by
+    # the window statistics computed here is the same score at half the cost.
+    centred = score == "ncc"
+    template = _centred(weights) if centred else weights
+    count = weights.shape[0] * weights.shape[1]
+    norm = float(np.sqrt(np.square(template, dtype=np.float64).sum()))
+    if norm * norm / count < FLAT_VARIANCE:
+        return _zeros_like_map(pixels, weights)
+    numerator = cv2.matchTemplate(pixels, template, cv2.TM_CCORR)
+    spread = _window_spread(pixels, weights.shape[:2], centred=centred)
+    return _normalise(numerator, spread, count=count, norm=norm)
+
+
+def _centred(weights: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The filter with each channel's mean removed (computed in float64)."""
+    flat = weights.reshape(-1, 1 if weights.ndim == 2 else weights.shape[2])
+    mean = flat.mean(axis=0, dtype=np.float64).astype(np.float32)
+    return weights - (mean[0] if weights.ndim == 2 else mean)
+
+
+def _normalise(
+    numerator: NDArray[np.float32], spread: NDArray[np.float64], *, count: float, norm: float
+) -> NDArray[np.float32]:
+    """numerator / (‖window‖·‖filter‖) in place; flat windows score 0, the rest stay in [−1, 1].
+
+    ``spread`` is the per-pixel variance (or energy) of each window, summed
+    over channels, so ‖window‖ = sqrt(spread · count).
+    """
+    # float32 from here on: the cancellation-prone part (the variance) is done
+    denominator = spread.astype(np.float32)
+    flat = denominator < FLAT_VARIANCE
+    np.maximum(denominator, 0, out=denominator)  # rounding can make a variance negative
+    denominator *= np.float32(count * norm * norm)
+    np.sqrt(denominator, out=denominator)
+    denominator[flat] = np.inf
+    np.divide(numerator, denominator, out=numerator)
+    numerator[flat] = 0  # not −0.0
+    np.clip(numerator, -1, 1, out=numerator)  # rounding can step past ±1
+    return numerator
 
 
 def _zeros_like_map(pixels: NDArray[np.float32], weights: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -191,32 +231,26 @@ def _zeros_like_map(pixels: NDArray[np.float32], weights: NDArray[np.float32]) -
     return np.zeros(shape, np.float32)
 
 
-def _total_variance(weights: NDArray[np.float32]) -> float:
-    """Per-pixel variance of the filter, each channel about its own mean, summed over channels."""
-    flat = weights.reshape(-1, 1 if weights.ndim == 2 else weights.shape[2])
-    return float(flat.var(axis=0, dtype=np.float64).sum())
-
-
 def _window_spread(
     pixels: NDArray[np.float32], size: tuple[int, int], *, centred: bool
-) -> NDArray[np.float32]:
+) -> NDArray[np.float64]:
     """Per-pixel variance (``centred``) or energy of every valid window, summed over channels.
 
-    Box filters accumulate in double inside OpenCV, so the float32 result is
-    accurate enough to tell flat windows from textured ones.
+    Box filters in float64: E[x²] − E[x]² cancels badly in float32 on smooth
+    windows, and OpenCV's float64 box filters cost no more than float32 ones.
     """
     height, width = size
-    out_shape = (pixels.shape[0] - height + 1, pixels.shape[1] - width + 1)
+    rows, cols = pixels.shape[0] - height + 1, pixels.shape[1] - width + 1
     ksize = (width, height)
-    mean_square = cv2.sqrBoxFilter(pixels, -1, ksize, anchor=(0, 0), normalize=True)
-    mean_square = mean_square[: out_shape[0], : out_shape[1]]
+    spread = cv2.sqrBoxFilter(pixels, cv2.CV_64F, ksize, anchor=(0, 0), normalize=True)
     if centred:
-        mean = cv2.boxFilter(pixels, -1, ksize, anchor=(0, 0), normalize=True)
-        mean = mean[: out_shape[0], : out_shape[1]]
-        mean_square = mean_square - mean * mean
-    if mean_square.ndim == 3:
-        mean_square = mean_square.sum(axis=2)
-    return mean_square
+        mean = cv2.boxFilter(pixels, cv2.CV_64F, ksize, anchor=(0, 0), normalize=True)
+        np.multiply(mean, mean, out=mean)
+        np.subtract(spread, mean, out=spread)
+        del mean
+    if spread.ndim == 3:  # cv2.transform sums channels far faster than ndarray.sum(axis=2)
+        spread = cv2.transform(spread, np.ones((1, spread.shape[2]), np.float64))
+    return spread[:rows, :cols]
 
 
 def _masked_normalised(
@@ -262,11 +296,4 @@ def _masked_normalised(
         spread64 += window_sum_sq
     if centred:
         numerator = (numerator - leak64).astype(np.float32)
-    spread = (spread64 / count).astype(np.float32)  # per pixel, comparable with FLAT_VARIANCE
-    flat = spread < FLAT_VARIANCE
-    denominator = np.sqrt(np.maximum(spread, 0) * np.float32(count)) * np.float32(norm)
-    denominator[flat] = 1
-    result = numerator / denominator
-    result[flat] = 0
-    np.clip(result, -1, 1, out=result)
-    return result
+    return _normalise(numerator, spread64 / count, count=count, norm=norm)

@@ -1,0 +1,175 @@
+"""``patternfind train``: learn a filter from pos/neg folders or from annotated images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from patternfind.cli._common import Parser, UsageError, add_version
+
+EXAMPLES = """\
+examples:
+  patternfind train --pos faces/pos --neg faces/neg --window 32x32 -o face.npz
+  patternfind train --annotations faces.xml -o face.npz
+  patternfind train --annotations labels.json --images photos/ --window 48x48 \\
+      --features hog --mine-rounds 2 -o face.npz
+  patternfind photo.jpg --filter face.npz        # the features travel inside the filter
+
+With --pos/--neg, every image in the folders is resized to the window.
+With --annotations (COCO JSON, Pascal VOC XML, dlib XML or CSV), positives are
+the boxes and negatives are windows away from them, then hard negatives are
+mined with the detector. A summary (epochs, loss, accuracy, threshold, time)
+ends the run; progress goes to stderr.
+"""
+
+
+def build_parser() -> Parser:
+    """The ``patternfind train`` parser."""
+    parser = Parser(prog="patternfind train", epilog=EXAMPLES,
+                    description="Learn a linear filter by gradient descent (logistic or hinge "
+                                "loss + L2) on pixel, gradient or HOG features.")
+    source = parser.add_argument_group("training data (either --pos/--neg or --annotations)")
+    source.add_argument("--pos", metavar="DIR", help="folder of object images")
+    source.add_argument("--neg", metavar="DIR", help="folder of background images")
+    source.add_argument("--annotations", metavar="FILE",
+                        help="boxes on full images: COCO JSON, VOC XML, dlib XML or CSV")
+    source.add_argument("--images", metavar="DIR",
+                        help="folder the annotated images are in (default: beside the file)")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="where to write the filter (.npz)")
+    parser.add_argument("--window", type=_window, default=None, metavar="WxH",
+                        help="window size in pixels, e.g. 32x32 (default: the --pos images' "
+                             "median size, or chosen from the boxes)")
+    parser.add_argument("--features", choices=("hog", "gradients", "pixels"), default=None,
+                        help="feature channels (default: hog for annotations, pixels for folders)")
+    parser.add_argument("--cell", type=int, default=None, help="HOG cell size in pixels (default 8)")
+    parser.add_argument("--bins", type=int, default=None, help="HOG orientation bins (default 9)")
+    parser.add_argument("--mine-rounds", type=int, default=2, metavar="N",
+                        help="rounds of hard-negative mining (annotations only; default 2)")
+    parser.add_argument("--no-flip", action="store_true",
+                        help="do not add left-right mirrored positives (annotations only)")
+    parser.add_argument("--loss", choices=("logistic", "hinge"), default="logistic")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty weight (default 1e-3)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: automatic)")
+    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--name", default=None, help="filter name (default: the output's stem)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_version(parser)
+    return parser
+
+
+def _window(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        msg = f"expected WIDTHxHEIGHT such as 32x32, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if width <= 0 or height <= 0:
+        msg = f"window sides must be positive, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return height, width
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, save, and print the summary."""
+    from patternfind.learn import train_detector, train_filter
+
+    folders = args.pos is not None or args.neg is not None
+    if folders == (args.annotations is not None):
+        msg = "give either --pos DIR and --neg DIR, or --annotations FILE"
+        raise UsageError(msg)
+    if folders and (args.pos is None or args.neg is None):
+        msg = "--pos and --neg go together"
+        raise UsageError(msg)
+    output = Path(args.output)
+    if output.suffix.lower() != ".npz":
+        msg = f"--output must end in .npz (the filter keeps its features and threshold), got {output}"
+        raise UsageError(msg)
+    features = args.features or ("pixels" if folders else "hog")
+    options: dict[str, Any] = {}
+    if args.cell is not None or args.bins is not None:
+        if features != "hog":
+            msg = f"--cell and --bins apply to hog features, not {features}"
+            raise UsageError(msg)
+        options = {k: v for k, v in (("cell", args.cell), ("bins", args.bins)) if v is not None}
+    common = {"loss": args.loss, "optimizer": args.optimizer, "l2": args.l2, "lr": args.lr,
+              "epochs": args.epochs, "seed": args.seed, "progress": not args.quiet,
+              "features": features, "feature_options": options,
+              "name": args.name or output.stem}
+    started = time.perf_counter()
+    if folders:
+        filter_ = _train_from_folders(args, common, train_filter)
+    else:
+        filter_ = _train_from_annotations(args, common, train_detector)
+    seconds = time.perf_counter() - started
+    filter_.save(output)
+    print(_summary(filter_, output, seconds))
+    return 0
+
+
+def _train_from_folders(args: argparse.Namespace, common: dict[str, Any], train_filter: Any) -> Any:
+    import numpy as np
+
+    from patternfind.io import load_image
+    from patternfind.patches import _image_files, patches_from_folders
+
+    window = args.window
+    if window is None:  # the median size of the positives
+        sizes = np.array([load_image(p).shape[:2] for p in _image_files(args.pos)])
+        window = tuple(int(v) for v in np.median(sizes, axis=0))
+    patches, labels = patches_from_folders(args.pos, args.neg, window=window)
+    print(f"{labels.sum()} positive and {(~labels).sum()} negative patches of "
+          f"{window[1]}x{window[0]} pixels", file=sys.stderr)
+    return train_filter(patches, labels, **common)
+
+
+def _train_from_annotations(args: argparse.Namespace, common: dict[str, Any],
+                            train_detector: Any) -> Any:
+    from patternfind.annotations import image_paths, load_annotations
+
+    annotations = load_annotations(args.annotations)
+    if args.images is not None:
+        base = Path(args.images)
+        if not base.is_dir():
+            msg = f"--images folder not found: {base}"
+            raise UsageError(msg)
+        paths = {key: base / Path(key).name if not (base / key).is_file() else base / key
+                 for key in annotations}
+        missing = [str(p) for p in paths.values() if not p.is_file()]
+        if missing:
+            msg = f"{len(missing)} annotated image(s) not found in {base}, e.g. {missing[0]}"
+            raise UsageError(msg)
+    else:
+        paths = image_paths(annotations, args.annotations)
+    boxes = sum(len(b) for b in annotations.values())
+    print(f"{boxes} boxes on {len(annotations)} images", file=sys.stderr)
+    return train_detector({key: str(path) for key, path in paths.items()}, annotations,
+                          window=args.window, mine_rounds=args.mine_rounds,
+                          flip=not args.no_flip, **common)
+
+
+def _summary(filter_: Any, output: Path, seconds: float) -> str:
+    meta = filter_.meta
+    height, width = filter_.window
+    lines = [
+        (f"wrote {output}: {filter_.features} filter {filter_.weights.shape} over "
+        f"{width}x{height}-pixel windows"),
+        (f"epochs {meta['epochs']} (best {meta['best_epoch']}), final loss {meta['loss'][-1]:.4f}, "
+        f"train accuracy {meta['train_accuracy']:.3f}, val accuracy {meta['val_accuracy']:.3f}, "
+        f"threshold {filter_.threshold:.3f}, time {seconds:.1f} s"),
+    ]
+    if "rounds" in meta:
+        mined = ", ".join(str(r["hard_negatives"]) for r in meta["rounds"]) or "none"
+        lines.append(f"{meta['positives']} positives, {meta['negatives']} negatives "
+                     f"(hard negatives mined per round: {mined}); box scales "
+                     f"{meta['box_scales'][0]:.2f}-{meta['box_scales'][1]:.2f} of the window")
+    return "\n".join(lines)
+
+
+COMMANDS = {"train": (build_parser, run)}
