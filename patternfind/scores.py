@@ -41,8 +41,9 @@ DEFAULT_THRESHOLDS = {"ncc": 0.8, "cosine": 0.95}  # ncc: the OpenCV tutorial's 
 
 # Output rows below which splitting a map into row stripes costs more than it saves.
 _MIN_STRIPE_ROWS = 96
-# Output rows above which a map is split anyway, to bound scratch memory.
-_MAX_STRIPE_ROWS = 512
+# Pixel values (rows × columns × channels) above which a map is split anyway,
+# to bound scratch memory: each stripe's float64 window statistics take 8 bytes a value.
+_MAX_STRIPE_VALUES = 4 * 2**20
 
 
 def prepare_image(image: Any, name: str = "image") -> NDArray[np.float32]:
@@ -151,13 +152,16 @@ def score_pixels(
 ) -> NDArray[np.float32]:
     """`score_map` on an already prepared image, in row stripes run by ``workers`` threads.
 
-    Stripes of at most `_MAX_STRIPE_ROWS` output rows also bound the scratch
-    memory, which then grows with the number of workers, not with the image.
+    Stripes of at most `_MAX_STRIPE_VALUES` pixel values also bound the
+    scratch memory, which then grows with the number of workers, not with the image.
     """
     height, width = filter_.weights.shape[:2]
     out_rows, out_cols = pixels.shape[0] - height + 1, pixels.shape[1] - width + 1
+    values_per_row = pixels.shape[1] * (1 if pixels.ndim == 2 else pixels.shape[2])
     stripes = max(
-        min(workers, out_rows // _MIN_STRIPE_ROWS), math.ceil(out_rows / _MAX_STRIPE_ROWS), 1
+        min(workers, out_rows // _MIN_STRIPE_ROWS),
+        math.ceil(out_rows * values_per_row / _MAX_STRIPE_VALUES),
+        1,
     )
     if stripes == 1:
         return _score_block(pixels, filter_, score)
