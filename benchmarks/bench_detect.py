@@ -7,7 +7,7 @@ and prints both medians and the ratio patternfind / OpenCV:
 1. one 32×32 filter, ncc, one scale, 1920×1080 grey float32:
    ``patternfind.scores.score_map`` vs ``cv2.matchTemplate(TM_CCOEFF_NORMED)``  (target ≤ 1.2×)
 2. K = 8 and 32 filters of 24×24, dot, 1920×1080 grey float32:
-   ``patternfind.detect.detect(scales=(1, 1), score="dot")`` with a per-filter
+   ``patternfind.detect(scales=(1, 1), score="dot")`` with a per-filter
    threshold that lets ~20 pixels per map through (the public path a user
    takes for "all filters on this image"); also a ``score_map`` loop, for
    information; vs a loop of ``cv2.matchTemplate(TM_CCORR)``  (target < 1.0×)
@@ -44,7 +44,7 @@ import time
 import cv2
 import numpy as np
 
-from patternfind.detect import detect
+from patternfind.detection import detect
 from patternfind.pyramid import pyramid_scales
 from patternfind.scores import score_map
 from patternfind.structures import Filter

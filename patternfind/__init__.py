@@ -4,6 +4,8 @@ The main entry points:
 
 - `detect`: slide filters over an image pyramid and return boxes;
 - `score_map`: one filter's raw score at every position;
+- `train_filter` / `train_detector`: learn a filter by gradient descent, from
+  patches or from annotated images with hard-negative mining;
 - `evaluate` / `compare`: precision, recall and AP of filters on labelled images;
 - `conv2d` / `pool2d` and their backward passes: the lecture's layers;
 - `Filter`, `Detection`, `Box`: the records passed around.
@@ -21,8 +23,9 @@ from patternfind.conv import (
     pool2d,
     pool2d_backward,
 )
-from patternfind.detect import detect
+from patternfind.detection import detect
 from patternfind.io import load_image
+from patternfind.learn import train_detector, train_filter
 from patternfind.metrics import Evaluation, evaluate
 from patternfind.nms import non_max_suppression
 from patternfind.scores import score_map
@@ -52,4 +55,6 @@ __all__ = [
     "pool2d_backward",
     "save_annotations",
     "score_map",
+    "train_detector",
+    "train_filter",
 ]

@@ -20,7 +20,7 @@ def as_float_array(value: Any, name: str, *, dtype: Any = None) -> NDArray[np.fl
     """
     try:
         array = np.asarray(value)
-    except Exception as error:  # ragged lists and the like
+    except (ValueError, TypeError) as error:  # ragged lists and the like
         msg = f"`{name}` must be an array of numbers, got {type(value).__name__}: {error}"
         raise TypeError(msg) from None
     if array.dtype == object or not (

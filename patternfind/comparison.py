@@ -62,7 +62,7 @@ def compare(
         image is missing, or a box lies outside its image. Boxes partly
         outside are clipped with an `AnnotationWarning`.
     """
-    from patternfind.detect import detect
+    from patternfind.detection import detect
     from patternfind.io import load_filter
 
     if isinstance(filters, (Filter, str, Path)):

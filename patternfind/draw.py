@@ -100,7 +100,7 @@ def heatmap(
     ----------
     shape : tuple
         The input image's shape; only (H, W) is used.
-    level_maps : sequence of `patternfind.detect.LevelMap`
+    level_maps : sequence of `patternfind.detection.LevelMap`
     value_range : (low, high), optional
         Scores mapped to the ends of the colour map (default: the scores'
         own range; (−1, 1) suits ncc).

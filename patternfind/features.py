@@ -32,7 +32,11 @@ Options (``options=`` mapping) for ``"hog"``: ``cell`` (int, default 8),
 ``bins`` (int, default 9), ``block_norm`` (default ``"L2-Hys"``) and
 ``signed`` (default False: orientations modulo 180°; True spreads the bins
 over 360°, telling a dark-on-light edge from a light-on-dark one, which
-scikit-image does not offer).
+scikit-image does not offer) and ``variant``: ``"dalal-triggs"`` (default, as
+above) or ``"felzenszwalb"``, the 31-channel features of Felzenszwalb et al.
+(2 × bins signed + bins unsigned orientations, each summed over the four
+block normalisations, plus 4 texture channels; ``block_norm`` and ``signed``
+do not apply), with the same hard-binned cell histograms.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -47,7 +52,9 @@ from patternfind._validation import as_float_array, non_negative_int, one_of, po
 
 FEATURE_KINDS = ("pixels", "gradients", "hog")
 BLOCK_NORMS = ("L2-Hys", "L2", "L1")
-_HOG_DEFAULTS: dict[str, Any] = {"cell": 8, "bins": 9, "block_norm": "L2-Hys", "signed": False}
+HOG_VARIANTS = ("dalal-triggs", "felzenszwalb")
+_HOG_DEFAULTS: dict[str, Any] = {"cell": 8, "bins": 9, "block_norm": "L2-Hys", "signed": False,
+                                 "variant": "dalal-triggs"}
 _EPS = 1e-5  # skimage's block-normalisation epsilon
 
 
@@ -82,6 +89,7 @@ def feature_options(kind: str, options: Mapping[str, Any] | None = None) -> dict
             msg = f"`options['signed']` must be True or False, got {merged['signed']!r}"
             raise TypeError(msg)
         merged["signed"] = bool(merged["signed"])
+        merged["variant"] = one_of(merged["variant"], "options['variant']", HOG_VARIANTS)
     return merged
 
 
@@ -99,6 +107,8 @@ def feature_channels(kind: str, options: Mapping[str, Any] | None = None, *,
         return int(image_channels)
     if kind == "gradients":
         return 3
+    if options["variant"] == "felzenszwalb":
+        return 3 * int(options["bins"]) + 4
     return 4 * int(options["bins"])
 
 
@@ -202,6 +212,8 @@ def _batch_features(images: NDArray[np.float32], kind: str,
         g_row, g_col = _central_gradients(grey)
         magnitude = np.hypot(g_col, g_row)
         return np.stack([g_col, g_row, magnitude], axis=-1)
+    if options["variant"] == "felzenszwalb":
+        return _felzenszwalb(images, options["cell"], options["bins"])
     return _hog(images, options["cell"], options["bins"], options["block_norm"], options["signed"])
 
 
@@ -227,28 +239,56 @@ def _hog(images: NDArray[np.float32], cell: int, bins: int,
     return _normalise_blocks(histograms, block_norm)
 
 
+def _felzenszwalb(images: NDArray[np.float32], cell: int, bins: int) -> NDArray[np.float32]:
+    """Felzenszwalb et al. (PAMI 2010) features: (N, h, w, 3 bins + 4), 31 for 9 bins.
+
+    Each cell's ``2 bins`` signed and ``bins`` unsigned histograms are divided
+    by the gradient energy of each of the four 2×2 blocks around it and
+    clipped at 0.2; the four results are summed (× 0.5), and four texture
+    features hold the sums of the clipped signed bins per block (× 0.2357).
+    """
+    signed = _cell_histograms(images, cell, 2 * bins, signed=True)
+    unsigned = signed[..., :bins] + signed[..., bins:]
+    count, rows, cols = signed.shape[:3]
+    energy = np.zeros((count, rows + 2, cols + 2), dtype=np.float32)
+    energy[:, 1:-1, 1:-1] = np.square(unsigned).sum(axis=-1)
+    blocks = energy[:, :-1, :-1] + energy[:, 1:, :-1] + energy[:, :-1, 1:] + energy[:, 1:, 1:]
+    clip = np.float32(0.2)
+    summed_signed = np.zeros_like(signed)
+    summed_unsigned = np.zeros_like(unsigned)
+    texture = []
+    for a in (0, 1):
+        for c in (0, 1):  # cell (i, j) is cell (a, c) of padded block (i + 1 - a, j + 1 - c)
+            norm = 1 / np.sqrt(blocks[:, 1 - a:1 - a + rows, 1 - c:1 - c + cols, None]
+                               + np.float32(_EPS**2))
+            clipped = np.minimum(signed * norm, clip)
+            summed_signed += clipped
+            summed_unsigned += np.minimum(unsigned * norm, clip)
+            texture.append(clipped.sum(axis=-1))
+    return np.concatenate([np.float32(0.5) * summed_signed, np.float32(0.5) * summed_unsigned,
+                           np.float32(0.2357) * np.stack(texture, axis=-1)], axis=-1)
+
+
 def _cell_histograms(images: NDArray[np.float32], cell: int, bins: int, *,
                      signed: bool = False) -> NDArray[np.float32]:
     """(N, H, W[, 3]) → (N, H // cell, W // cell, bins): mean gradient magnitude per bin."""
-    g_row, g_col = _central_gradients(images)
-    magnitude = np.hypot(g_row, g_col)
-    if images.ndim == 4:  # the channel with the strongest gradient at each pixel, as skimage
-        strongest = magnitude.argmax(axis=-1)[..., None]
-        g_row = np.take_along_axis(g_row, strongest, axis=-1)[..., 0]
-        g_col = np.take_along_axis(g_col, strongest, axis=-1)[..., 0]
-        magnitude = np.take_along_axis(magnitude, strongest, axis=-1)[..., 0]
     count, height, width = images.shape[:3]
     rows, cols = height // cell, width // cell
     if rows == 0 or cols == 0:
         msg = f"images of {height}×{width} pixels hold no whole {cell}-pixel HOG cell"
         raise ValueError(msg)
-    g_row = g_row[:, : rows * cell, : cols * cell]
-    g_col = g_col[:, : rows * cell, : cols * cell]
-    magnitude = magnitude[:, : rows * cell, : cols * cell]
-    # skimage bins rad2deg(arctan2(g_row, g_col)) % 180 into [k·180/bins, (k+1)·180/bins)
-    span = 360.0 if signed else 180.0
-    degrees = np.rad2deg(np.arctan2(g_row.astype(np.float64), g_col)) % span
-    orientation_bin = np.minimum((degrees * (bins / span)).astype(np.intp), bins - 1)
+    # Pixels past the last whole cell vote for nothing; keep one more row and column
+    # so that the gradients of the last used ones are still central differences.
+    images = images[:, : min(height, rows * cell + 1), : min(width, cols * cell + 1)]
+    g_row, g_col = _central_gradients(images)
+    g_row = np.ascontiguousarray(g_row[:, : rows * cell, : cols * cell])
+    g_col = np.ascontiguousarray(g_col[:, : rows * cell, : cols * cell])
+    if images.ndim == 4:  # the channel with the strongest gradient at each pixel, as skimage
+        strongest = (np.square(g_row) + np.square(g_col)).argmax(axis=-1)[..., None]
+        g_row = np.take_along_axis(g_row, strongest, axis=-1)[..., 0]
+        g_col = np.take_along_axis(g_col, strongest, axis=-1)[..., 0]
+    magnitude, degrees = _polar(g_row, g_col)
+    orientation_bin = _orientation_bins(g_row, g_col, degrees, bins, signed)
     cell_index = (np.arange(count)[:, None, None] * rows
                   + np.arange(rows * cell)[None, :, None] // cell) * cols \
         + np.arange(cols * cell)[None, None, :] // cell
@@ -257,6 +297,35 @@ def _cell_histograms(images: NDArray[np.float32], cell: int, bins: int, *,
     histograms = votes.astype(np.float32).reshape(count, rows, cols, bins)
     histograms /= np.float32(cell * cell)
     return histograms
+
+
+def _polar(g_row: NDArray[np.float32], g_col: NDArray[np.float32]
+           ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Gradient magnitude and approximate direction in degrees [0, 360) (`cv2.cartToPolar`)."""
+    shape = g_row.shape
+    magnitude, degrees = cv2.cartToPolar(g_col.reshape(-1, shape[-1]), g_row.reshape(-1, shape[-1]),
+                                         angleInDegrees=True)
+    return magnitude.reshape(shape), degrees.reshape(shape)
+
+
+def _orientation_bins(g_row: NDArray[np.float32], g_col: NDArray[np.float32],
+                      degrees: NDArray[np.float32], bins: int, signed: bool) -> NDArray[np.intp]:
+    """Bin of ``degrees(arctan2(g_row, g_col)) % span`` (span 180 or 360), as skimage bins it.
+
+    ``degrees`` comes from `cv2.cartToPolar` (SIMD, accurate to a fraction of a
+    degree); the few pixels within half a degree of a bin edge are re-binned
+    from the exact float64 ``arctan2`` that skimage uses, so the bins equal
+    skimage's.
+    """
+    span = 360.0 if signed else 180.0
+    if not signed:
+        degrees = np.where(degrees >= 180, degrees - np.float32(180), degrees)
+    position = degrees * np.float32(bins / span)  # in bin widths
+    index = np.minimum(position.astype(np.intp), bins - 1)
+    near = np.abs(position - np.round(position)) < np.float32(0.5 * bins / span)  # < 0.5°
+    exact = np.rad2deg(np.arctan2(g_row[near].astype(np.float64), g_col[near])) % span
+    index[near] = np.minimum((exact * (bins / span)).astype(np.intp), bins - 1)
+    return index
 
 
 def _normalise_blocks(histograms: NDArray[np.float32], block_norm: str) -> NDArray[np.float32]:

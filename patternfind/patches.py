@@ -178,6 +178,7 @@ def patches_from_annotations(
     window: Any,
     flip: bool = True,
     negatives_per_image: int = 20,
+    jitter: int = 0,
     context: int = 0,
     color: bool = False,
     seed: int = 0,
@@ -195,6 +196,9 @@ def patches_from_annotations(
         Patch size in pixels; every box is resized to it.
     flip : bool
         Also add each positive mirrored left-right.
+    jitter : int
+        Extra copies of every positive, each cut from the box shifted by up to
+        5 % of its size and scaled by up to ±5 % (and flipped too if ``flip``).
     negatives_per_image : int
         Random windows per image, at random positions and sizes (from the
         window size up to the image size, with the window's aspect ratio),
@@ -213,6 +217,7 @@ def patches_from_annotations(
     """
     height, width = pair_of(window, "window", positive_int)
     negatives_per_image = non_negative_int(negatives_per_image, "negatives_per_image")
+    jitter = non_negative_int(jitter, "jitter")
     context = non_negative_int(context, "context")
     rng = np.random.default_rng(seed)
     positives, negatives = [], []
@@ -225,10 +230,11 @@ def patches_from_annotations(
         for box in boxes:
             if box.ignore:
                 continue
-            crop = crop_window(image, (box.x, box.y, box.w, box.h), (height, width), context=context)
-            positives.append(crop)
-            if flip:
-                positives.append(crop[:, ::-1].copy())
+            for xywh in [(box.x, box.y, box.w, box.h), *_jittered(box, jitter, rng)]:
+                crop = crop_window(image, xywh, (height, width), context=context)
+                positives.append(crop)
+                if flip:
+                    positives.append(crop[:, ::-1].copy())
         for xywh in sample_negative_boxes(image.shape, boxes, (height, width),
                                           negatives_per_image, rng):
             negatives.append(crop_window(image, tuple(xywh), (height, width), context=context))
@@ -241,6 +247,16 @@ def patches_from_annotations(
     patches = np.stack(positives + negatives)
     labels = np.arange(len(patches)) < len(positives)
     return patches, labels
+
+
+def _jittered(box: Box, count: int, rng: np.random.Generator) -> list[tuple[float, ...]]:
+    boxes = []
+    for shift_x, shift_y, log_scale in rng.uniform(-0.05, 0.05, (count, 3)):
+        w, h = box.w * np.exp(log_scale), box.h * np.exp(log_scale)
+        x = box.x + (box.w - w) / 2 + shift_x * box.w
+        y = box.y + (box.h - h) / 2 + shift_y * box.h
+        boxes.append((x, y, w, h))
+    return boxes
 
 
 def sample_negative_boxes(shape: tuple[int, ...], boxes: Sequence[Box], window: tuple[int, int],

@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage
 from skimage import data
 
-from patternfind.detect import detect, load_filters, scan
+from patternfind.detection import detect, load_filters, scan
 from patternfind.nms import box_iou
 from patternfind.pyramid import pyramid_scales
 from patternfind.structures import Detection, Filter

@@ -83,7 +83,7 @@ def test_several_images_and_filters(capsys, tmp_path):
     eyes = {image: sorted((r["x"], r["y"]) for r in rows if r["image"] == image)
             for image in (ASTRONAUT, str(shifted))}
     assert len(eyes[ASTRONAUT]) == len(eyes[str(shifted)]) == 2
-    for (x, y), (x_shifted, y_shifted) in zip(eyes[ASTRONAUT], eyes[str(shifted)]):
+    for (x, y), (x_shifted, y_shifted) in zip(eyes[ASTRONAUT], eyes[str(shifted)], strict=True):
         assert (x - x_shifted, y - y_shifted) == pytest.approx((30, 20), abs=1)
 
 
@@ -122,7 +122,8 @@ def test_unreadable_images_exit_2(capsys, tmp_path, kind):
         path.write_bytes(b"")
     assert main([str(path), "--filter", EYE]) == 2
     err = capsys.readouterr().err
-    assert "cannot read" in err and str(path) in err
+    assert "cannot read" in err
+    assert str(path) in err
 
 
 def test_colour_filter_on_grey_image_exits_2(capsys, tmp_path):

@@ -84,7 +84,7 @@ def test_load_grey_with_alpha_comes_back_as_rgba(tmp_path, rng):
 
 
 def test_loaded_odd_formats_work_in_detect(tmp_path, rng):
-    from patternfind.detect import detect
+    from patternfind.detection import detect
 
     grey_alpha = rng.integers(0, 256, (40, 50, 2), dtype=np.uint8)
     Image.fromarray(grey_alpha, mode="LA").save(tmp_path / "la.png")

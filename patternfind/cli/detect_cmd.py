@@ -19,7 +19,7 @@ from patternfind.cli._common import (
     add_version,
     detection_options,
 )
-from patternfind.detect import load_filters, scan
+from patternfind.detection import load_filters, scan
 from patternfind.draw import draw_detections, heatmap
 from patternfind.structures import Detection
 

@@ -45,8 +45,11 @@ def build_parser() -> Parser:
                              "median size, or chosen from the boxes)")
     parser.add_argument("--features", choices=("hog", "gradients", "pixels"), default=None,
                         help="feature channels (default: hog for annotations, pixels for folders)")
-    parser.add_argument("--cell", type=int, default=None, help="HOG cell size in pixels (default 8)")
+    parser.add_argument("--cell", type=int, default=None,
+                        help="HOG cell size in pixels (default 6 for annotations, else 8)")
     parser.add_argument("--bins", type=int, default=None, help="HOG orientation bins (default 9)")
+    parser.add_argument("--hog-variant", choices=("felzenszwalb", "dalal-triggs"), default=None,
+                        help="HOG layout (default felzenszwalb for annotations, else dalal-triggs)")
     parser.add_argument("--mine-rounds", type=int, default=2, metavar="N",
                         help="rounds of hard-negative mining (annotations only; default 2)")
     parser.add_argument("--no-flip", action="store_true",
@@ -92,12 +95,16 @@ def run(args: argparse.Namespace) -> int:
         msg = f"--output must end in .npz (the filter keeps its features and threshold), got {output}"
         raise UsageError(msg)
     features = args.features or ("pixels" if folders else "hog")
-    options: dict[str, Any] = {}
-    if args.cell is not None or args.bins is not None:
-        if features != "hog":
-            msg = f"--cell and --bins apply to hog features, not {features}"
-            raise UsageError(msg)
-        options = {k: v for k, v in (("cell", args.cell), ("bins", args.bins)) if v is not None}
+    given = {k: v for k, v in (("cell", args.cell), ("bins", args.bins),
+                               ("variant", args.hog_variant)) if v is not None}
+    if given and features != "hog":
+        msg = f"--cell, --bins and --hog-variant apply to hog features, not {features}"
+        raise UsageError(msg)
+    options: dict[str, Any] | None = None
+    if features == "hog":
+        from patternfind.learn import DETECTOR_HOG_OPTIONS
+
+        options = {**(DETECTOR_HOG_OPTIONS if not folders else {}), **given}
     common = {"loss": args.loss, "optimizer": args.optimizer, "l2": args.l2, "lr": args.lr,
               "epochs": args.epochs, "seed": args.seed, "progress": not args.quiet,
               "features": features, "feature_options": options,

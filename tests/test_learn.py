@@ -1,0 +1,481 @@
+"""Tests of patternfind.learn: objective, gradients, optimum, accuracy on real sets, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import scipy.optimize
+
+from patternfind.features import window_features
+from patternfind.learn import (
+    best_f1_threshold,
+    loss_forward,
+    objective,
+    train_detector,
+    train_filter,
+)
+from patternfind.patches import crop_window, patches_from_annotations, sample_negative_boxes
+from patternfind.structures import Box, Filter
+
+DIGITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits.png"
+if not DIGITS.exists():  # the tree may sit elsewhere; the shared folder is fixed
+    DIGITS = Path("/work/shared/data/digits.png")
+
+
+def _random_problem(rng, count=400, size=6):
+    X = rng.standard_normal((count, size)).astype(np.float64)
+    y = np.where(X @ rng.standard_normal(size) + 0.5 * rng.standard_normal(count) > 0, 1.0, -1.0)
+    return X, y
+
+
+def _randomish_patches(count, size, seed):
+    """Smooth noise patches; 30 % carry a faint ring; 5 % of the labels are flipped."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((count, size, size)).astype(np.float32)
+    noise = np.stack([cv2.GaussianBlur(p, (0, 0), 1.5) for p in noise])
+    has_ring = rng.random(count) < 0.3
+    radius = np.hypot(*(np.mgrid[:size, :size] - (size - 1) / 2))
+    ring = np.exp(-((radius - size / 3.5) ** 2) / 4).astype(np.float32)
+    patches = 0.5 + 0.15 * noise / noise.std() + 0.08 * has_ring[:, None, None] * ring
+    labels = has_ring ^ (rng.random(count) < 0.05)
+    return np.clip(patches, 0, 1).astype(np.float32), labels
+
+
+def _digits():
+    """(50, 100, 20, 20) cells of digits.png in [0, 1] and their (50, 100) labels."""
+    sheet = cv2.imread(str(DIGITS), cv2.IMREAD_GRAYSCALE)
+    assert sheet is not None, f"cannot read {DIGITS}"
+    cells = sheet.reshape(50, 20, 100, 20).transpose(0, 2, 1, 3).astype(np.float32) / 255
+    labels = np.repeat((np.arange(50) // 5)[:, None], 100, axis=1)
+    return cells, labels
+
+
+def _one_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _average_precision(scores, positive):
+    """AP as the mean precision at the rank of each positive (independent of patternfind)."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    hits = np.asarray(positive)[order]
+    precision_at_hit = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
+    return float(precision_at_hit.mean())
+
+
+def _ncc(patches, template):
+    a = patches.reshape(len(patches), -1) - patches.reshape(len(patches), -1).mean(1, keepdims=True)
+    t = template.ravel() - template.mean()
+    return (a @ t) / (np.linalg.norm(a, axis=1) * np.linalg.norm(t) + 1e-12)
+
+
+# ---------------------------------------------------------------- objective and gradient
+
+
+@pytest.mark.parametrize("loss", ["logistic", "hinge"])
+def test_objective_value_matches_the_formula(loss):
+    rng = np.random.default_rng(0)
+    X, y = _random_problem(rng)
+    w, b, l2 = rng.standard_normal(X.shape[1]), 0.3, 0.05
+    margins = y * (X @ w + b)
+    per_sample = np.log1p(np.exp(-margins)) if loss == "logistic" else np.maximum(0, 1 - margins)
+    expected = per_sample.mean() + 0.5 * l2 * np.sum(w**2)
+    assert objective(w, b, X, y, loss=loss, l2=l2)[0] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["logistic", "hinge"])
+@pytest.mark.parametrize("l2", [0.0, 0.1])
+def test_gradient_matches_finite_differences(loss, l2):
+    rng = np.random.default_rng(1)
+    X, y = _random_problem(rng)
+    w, b = rng.standard_normal(X.shape[1]), -0.2
+    if loss == "hinge":  # keep every margin away from the kink at 1
+        margins = y * (X @ w + b)
+        keep = np.abs(margins - 1) > 1e-3
+        X, y = X[keep], y[keep]
+    _, grad_w, grad_b = objective(w, b, X, y, loss=loss, l2=l2)
+    step = 1e-6
+    numeric_w = np.empty_like(w)
+    for k in range(len(w)):
+        delta = np.zeros_like(w)
+        delta[k] = step
+        plus = objective(w + delta, b, X, y, loss=loss, l2=l2)[0]
+        minus = objective(w - delta, b, X, y, loss=loss, l2=l2)[0]
+        numeric_w[k] = (plus - minus) / (2 * step)
+    numeric_b = (objective(w, b + step, X, y, loss=loss, l2=l2)[0]
+                 - objective(w, b - step, X, y, loss=loss, l2=l2)[0]) / (2 * step)
+    relative = np.abs(grad_w - numeric_w).max() / np.abs(numeric_w).max()
+    assert relative < 1e-6
+    assert grad_b == pytest.approx(numeric_b, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("loss", ["logistic", "hinge"])
+def test_loss_slopes_match_finite_differences(loss):
+    margins = np.array([-30.0, -2.0, -0.1, 0.4, 0.9, 1.3, 5.0, 40.0])
+    values, slopes = loss_forward(margins, loss=loss)
+    step = 1e-6
+    numeric = (loss_forward(margins + step, loss=loss)[0]
+               - loss_forward(margins - step, loss=loss)[0]) / (2 * step)
+    np.testing.assert_allclose(slopes, numeric, rtol=1e-6, atol=1e-9)
+    assert np.isfinite(values).all()
+
+
+# ---------------------------------------------------------------- optimum
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("l2", [1e-3, 1e-2])
+def test_fit_reaches_the_lbfgs_optimum(optimizer, l2):
+    patches, labels = _randomish_patches(4000, 12, seed=3)
+    X = patches.reshape(len(patches), -1).astype(np.float64)
+    y = np.where(labels, 1.0, -1.0)
+
+    def value_and_gradient(params):
+        value, grad_w, grad_b = objective(params[:-1], params[-1], X, y, loss="logistic", l2=l2)
+        return value, np.append(grad_w, grad_b)
+
+    with _one_blas_thread():  # many-threaded OpenBLAS crawls on a busy 2-core machine
+        reference = scipy.optimize.minimize(
+            value_and_gradient, np.zeros(X.shape[1] + 1), jac=True, method="L-BFGS-B",
+            options={"maxiter": 10_000, "gtol": 1e-10, "ftol": 1e-15})
+    fitted = train_filter(patches, labels, l2=l2, optimizer=optimizer, val_fraction=0,
+                          epochs=300, progress=False)
+    reached = objective(fitted.weights.ravel().astype(np.float64), fitted.bias, X, y,
+                        loss="logistic", l2=l2)[0]
+    assert reached >= reference.fun * (1 - 1e-9)  # L-BFGS-B really found the optimum
+    assert (reached - reference.fun) / reference.fun < 1e-3
+
+
+# ---------------------------------------------------------------- real labelled sets
+
+
+@pytest.mark.parametrize(("features", "min_ap", "min_accuracy"),
+                         [("pixels", 0.85, 0.95), ("hog", 0.95, 0.98)])
+def test_learned_filter_beats_the_mean_template_on_held_out_digits(features, min_ap, min_accuracy):
+    cells, digit = _digits()
+    train_patches, test_patches = cells[:, :50].reshape(-1, 20, 20), cells[:, 50:].reshape(-1, 20, 20)
+    train_labels, test_labels = digit[:, :50].ravel() == 3, digit[:, 50:].ravel() == 3
+    options = {"cell": 4} if features == "hog" else None
+    learned = train_filter(train_patches, train_labels, features=features,
+                           feature_options=options, progress=False)
+    test_features = window_features(test_patches, kind=features, options=options)
+    learned_scores = test_features.reshape(len(test_patches), -1) @ learned.weights.ravel() + learned.bias
+    template = train_patches[train_labels].mean(axis=0)
+    template_scores = _ncc(test_patches, template)
+
+    learned_ap = _average_precision(learned_scores, test_labels)
+    template_ap = _average_precision(template_scores, test_labels)
+    assert template_ap < 0.75  # the mean "3" confuses 3 with 5 and 8 ...
+    assert learned_ap > min_ap  # ... a learned filter much less so
+    assert learned_ap > template_ap + 0.15
+    accuracy = np.mean((learned_scores >= learned.threshold) == test_labels)
+    assert accuracy > min_accuracy  # "never a 3" would score 0.90
+
+
+def test_learned_filter_beats_the_mean_face_on_held_out_lfw():
+    from skimage.data import lfw_subset  # shipped inside scikit-image: no download
+
+    images = lfw_subset().astype(np.float32)
+    faces = np.arange(len(images)) < 100  # the first 100 are faces, the rest are not
+    train = np.arange(len(images)) % 2 == 0
+    learned = train_filter(images[train], faces[train], features="hog",
+                           feature_options={"cell": 5}, progress=False)
+    features = window_features(images[~train], kind="hog", options={"cell": 5})
+    scores = features.reshape(len(features), -1) @ learned.weights.ravel() + learned.bias
+    template_scores = _ncc(images[~train], images[train & faces].mean(axis=0))
+    learned_ap = _average_precision(scores, faces[~train])
+    template_ap = _average_precision(template_scores, faces[~train])
+    assert learned_ap > 0.99
+    assert 1 - learned_ap < 0.5 * (1 - template_ap)  # at most half the template's AP loss
+
+
+# ---------------------------------------------------------------- the returned filter
+
+
+def test_returned_filter_carries_what_it_was_trained_with():
+    patches, labels = _randomish_patches(600, 16, seed=5)
+    fitted = train_filter(patches, labels, features="hog", feature_options={"cell": 4},
+                          progress=False, epochs=20)
+    assert isinstance(fitted, Filter)
+    assert fitted.weights.shape == (4, 4, 36)
+    assert fitted.score == "dot"
+    assert fitted.features == "hog"
+    assert fitted.window == (16, 16)
+    assert fitted.feature_options == {"cell": 4, "bins": 9, "block_norm": "L2-Hys", "signed": False,
+                                      "variant": "dalal-triggs"}
+    meta = fitted.meta
+    assert meta["kind"] == "learned"
+    assert len(meta["loss"]) == meta["epochs"] <= 20
+    assert 0 <= meta["val_accuracy"] <= 1
+    assert 0 <= meta["train_accuracy"] <= 1
+    assert meta["options"]["seed"] == 0
+    assert meta["options"]["loss"] == "logistic"
+    assert meta["options"]["val_samples"] == round(0.2 * labels.sum()) + round(0.2 * (~labels).sum())
+
+
+def test_grey_pixel_filter_has_two_dimensional_weights_and_scores_like_a_dot_product():
+    patches, labels = _randomish_patches(500, 10, seed=6)
+    fitted = train_filter(patches, labels, progress=False, epochs=5)
+    assert fitted.weights.shape == (10, 10)
+    assert fitted.window == (10, 10)
+
+
+def test_best_f1_threshold_matches_brute_force():
+    rng = np.random.default_rng(7)
+    scores = np.round(rng.standard_normal(200), 1)  # many ties
+    positive = rng.random(200) < 0.4 + 0.2 * (scores > 0)
+    threshold, f1 = best_f1_threshold(scores, positive)
+    best = -1.0
+    for cut in np.unique(scores):
+        accepted = scores >= cut
+        tp = np.sum(accepted & positive)
+        best = max(best, 2 * tp / (accepted.sum() + positive.sum()))
+    assert f1 == pytest.approx(best)
+    accepted = scores >= threshold
+    assert 2 * np.sum(accepted & positive) / (accepted.sum() + positive.sum()) == pytest.approx(best)
+    # with objects the detector never reported, recall counts them as misses
+    missed = 30
+    threshold, f1 = best_f1_threshold(scores, positive, total_positives=positive.sum() + missed)
+    best = max(2 * np.sum((scores >= cut) & positive) / ((scores >= cut).sum() + positive.sum() + missed)
+               for cut in np.unique(scores))
+    assert f1 == pytest.approx(best)
+
+
+def test_training_is_deterministic_per_seed():
+    patches, labels = _randomish_patches(800, 12, seed=8)
+    first = train_filter(patches, labels, progress=False, seed=4, epochs=10)
+    again = train_filter(patches, labels, progress=False, seed=4, epochs=10)
+    other = train_filter(patches, labels, progress=False, seed=5, epochs=10)
+    np.testing.assert_array_equal(first.weights, again.weights)
+    assert first.bias == again.bias
+    assert first.threshold == again.threshold
+    assert not np.array_equal(first.weights, other.weights)
+
+
+def test_progress_callable_is_called_every_epoch():
+    patches, labels = _randomish_patches(300, 8, seed=9)
+    calls = []
+    fitted = train_filter(patches, labels, epochs=4, progress=lambda *a: calls.append(a))
+    assert [c[0] for c in calls] == list(range(1, fitted.meta["epochs"] + 1))
+
+
+def test_hinge_loss_trains_a_useful_filter():
+    patches, labels = _randomish_patches(2000, 12, seed=10)
+    fitted = train_filter(patches, labels, loss="hinge", progress=False)
+    assert fitted.meta["val_accuracy"] > 0.85
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_one_class_is_an_error():
+    patches = np.random.default_rng(0).random((20, 8, 8))
+    with pytest.raises(ValueError, match="only one class"):
+        train_filter(patches, np.ones(20), progress=False)
+
+
+def test_mixed_sizes_are_an_error():
+    patches = [np.zeros((8, 8)), np.zeros((8, 8)), np.zeros((9, 8))]
+    with pytest.raises(ValueError, match=r"mixed sizes.*patch 2 has shape \(9, 8\)"):
+        train_filter(patches, [1, 0, 1], progress=False)
+
+
+def test_nan_patches_are_an_error():
+    patches = np.random.default_rng(0).random((20, 8, 8)).astype(np.float32)
+    patches[3, 2, 2] = np.nan
+    with pytest.raises(ValueError, match=r"`patches` contains 1 NaN.*index \(3, 2, 2\)"):
+        train_filter(patches, np.arange(20) % 2, progress=False)
+
+
+def test_constant_patches_are_valid_samples_but_all_identical_is_an_error():
+    patches, labels = _randomish_patches(300, 8, seed=11)
+    patches[:10] = 0.5
+    fitted = train_filter(patches, labels, progress=False, epochs=3)
+    assert np.isfinite(fitted.weights).all()
+    with pytest.raises(ValueError, match="same features"):
+        train_filter(np.full((30, 8, 8), 0.5), np.arange(30) % 2, progress=False)
+    with pytest.raises(ValueError, match="same features"):  # flat patches have no gradients
+        train_filter(np.stack([np.full((16, 16), v) for v in np.linspace(0, 1, 30)]),
+                     np.arange(30) % 2, features="hog", progress=False)
+
+
+def test_diverging_learning_rate_says_so():
+    patches, labels = _randomish_patches(500, 8, seed=12)
+    with pytest.raises(ValueError, match=r"learning rate `lr`=1e\+06 diverged"):
+        train_filter(patches, labels, optimizer="sgd", lr=1e6, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"loss": "squared"}, "`loss` must be one of"),
+        ({"optimizer": "lbfgs"}, "`optimizer` must be one of"),
+        ({"features": "sift"}, "`features` must be one of"),
+        ({"l2": -1.0}, r"`l2` must be ≥ 0, got -1.0"),
+        ({"lr": 0.0}, "`lr` must be positive"),
+        ({"val_fraction": 1.0}, r"`val_fraction` must be in \[0, 1\)"),
+        ({"feature_options": {"cells": 4}}, "unknown"),
+    ],
+)
+def test_bad_options_name_the_parameter(kwargs, message):
+    patches, labels = _randomish_patches(100, 8, seed=13)
+    with pytest.raises(ValueError, match=message):
+        train_filter(patches, labels, progress=False, **kwargs)
+
+
+def test_labels_must_match_and_be_binary():
+    patches = np.zeros((4, 8, 8))
+    with pytest.raises(ValueError, match=r"`labels` must have shape \(4,\)"):
+        train_filter(patches, [0, 1, 1], progress=False)
+    with pytest.raises(ValueError, match=r"got \[0, 1, 2\]"):
+        train_filter(patches, [0, 1, 2, 1], progress=False)
+    with pytest.raises(ValueError, match="`patches` is empty"):
+        train_filter([], [], progress=False)
+
+
+def test_too_few_samples_for_the_validation_split():
+    patches, labels = _randomish_patches(40, 8, seed=14)
+    labels[:] = False
+    labels[0] = True
+    with pytest.raises(ValueError, match="no positive sample"):
+        train_filter(patches, labels, progress=False)
+
+
+# ---------------------------------------------------------------- patches and train_detector
+
+
+def _iou(a, b):
+    """IoU of two (x, y, w, h) boxes, written out independently of patternfind."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _scene(seed):
+    """A textured 240 × 320 image with up to four planted ring targets and their boxes."""
+    rng = np.random.default_rng(seed)
+    image = cv2.GaussianBlur(rng.random((240, 320)).astype(np.float32), (0, 0), 2) * 0.6 + 0.2
+    boxes = []
+    for _ in range(4):
+        size = int(rng.integers(24, 48))
+        x, y = int(rng.integers(0, 320 - size)), int(rng.integers(0, 240 - size))
+        if any(_iou((x, y, size, size), (b.x, b.y, b.w, b.h)) > 0 or
+               (abs(x - b.x) < size + 8 and abs(y - b.y) < size + 8) for b in boxes):
+            continue
+        centre = (x + size // 2, y + size // 2)
+        cv2.circle(image, centre, size // 3, 0.95, -1)
+        cv2.circle(image, centre, size // 6, 0.1, -1)
+        boxes.append(Box(x, y, size, size))
+    return image, boxes
+
+
+def test_crop_window_matches_slicing_and_resizing():
+    image = np.random.default_rng(0).random((100, 120)).astype(np.float32)
+    np.testing.assert_array_equal(crop_window(image, (10, 20, 30, 40), (40, 30)), image[20:60, 10:40])
+    np.testing.assert_array_equal(crop_window(image, (10, 20, 30, 40), (40, 30), context=4),
+                                  image[16:64, 6:44])
+    halved = cv2.resize(image[20:100, 10:70], (30, 40), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(crop_window(image, (10, 20, 60, 80), (40, 30)), halved, atol=1e-6)
+    outside = crop_window(image, (-5, -5, 30, 40), (40, 30))  # border pixels repeat
+    np.testing.assert_array_equal(outside[5:, 5:], image[:35, :25])
+    np.testing.assert_array_equal(outside[:5, 5:], np.repeat(image[:1, :25], 5, axis=0))
+
+
+def test_patches_from_annotations_crop_boxes_and_sample_negatives_away_from_them():
+    image, boxes = _scene(1)
+    patches, labels = patches_from_annotations({"a": image}, {"a": boxes}, window=(16, 16),
+                                               negatives_per_image=30, seed=2)
+    assert labels.sum() == 2 * len(boxes)  # each box and its mirror image
+    first = cv2.resize(image[int(boxes[0].y):int(boxes[0].y + boxes[0].h),
+                             int(boxes[0].x):int(boxes[0].x + boxes[0].w)], (16, 16),
+                       interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(patches[0], first, atol=1e-5)
+    np.testing.assert_array_equal(patches[1], patches[0][:, ::-1])
+    rng = np.random.default_rng(2)
+    negatives = sample_negative_boxes(image.shape, boxes, (16, 16), 30, rng)
+    assert len(negatives) == (~labels).sum() == 30
+    for candidate in negatives:
+        assert all(_iou(candidate, (b.x, b.y, b.w, b.h)) < 0.3 for b in boxes)
+        assert candidate[0] >= 0
+        assert candidate[1] >= 0
+        assert candidate[0] + candidate[2] <= 320
+        assert candidate[1] + candidate[3] <= 240
+
+
+def test_train_detector_finds_held_out_targets_on_whole_images():
+    from patternfind.detection import detect
+
+    train = [_scene(seed) for seed in range(4)]
+    fitted = train_detector([image for image, _ in train], [boxes for _, boxes in train],
+                            progress=False)
+    assert fitted.features == "hog"
+    sides = [b.w for _, boxes in train for b in boxes]
+    cell = fitted.feature_options["cell"]
+    assert fitted.window[0] == fitted.window[1]  # the boxes are square
+    assert fitted.window[0] % cell == 0
+    assert abs(fitted.window[0] - np.median(sides)) <= cell / 2 + 1  # median box size
+    assert len(fitted.meta["rounds"]) == 2
+    assert fitted.meta["rounds"][0]["hard_negatives"] > 0
+    assert fitted.meta["image_f1"] > 0.9  # the threshold is set on whole training images
+    assert fitted.threshold != fitted.meta["patch_threshold"]
+    found = missed = false_alarms = 0
+    for seed in range(100, 104):
+        image, boxes = _scene(seed)
+        detections = detect(image, fitted, scales=(0.5, 2.0))
+        for box in boxes:
+            hit = any(_iou((d.x, d.y, d.w, d.h), (box.x, box.y, box.w, box.h)) >= 0.5
+                      for d in detections)
+            found += hit
+            missed += not hit
+        false_alarms += sum(all(_iou((d.x, d.y, d.w, d.h), (b.x, b.y, b.w, b.h)) < 0.5
+                                for b in boxes) for d in detections)
+    assert found >= 0.9 * (found + missed)
+    assert false_alarms <= 2
+
+
+def test_train_detector_bad_input():
+    image, boxes = _scene(1)
+    with pytest.raises(ValueError, match="degenerate box"):
+        train_detector([image], [[Box(5, 5, 0, 10)]], progress=False)
+    with pytest.raises(ValueError, match="outside the 320×240 image"):
+        train_detector([image], [[Box(400, 5, 20, 20)]], progress=False)
+    with pytest.raises(ValueError, match=r"`window` 64x16 \(aspect 4.00\).*median aspect ratio 1.00"):
+        train_detector([image], [boxes], window=(16, 64), progress=False)
+    with pytest.raises(ValueError, match="no box to learn from"):
+        train_detector([image], [[]], progress=False)
+    with pytest.raises(ValueError, match="differ in length"):
+        train_detector([image, image], [boxes], progress=False)
+
+
+def test_detect_scores_equal_the_trained_score_of_the_window(tmp_path):
+    """The detector's score at a box is ⟨w, φ(window)⟩ + b as training computes it."""
+    from patternfind.detection import detect
+    from patternfind.features import window_features
+
+    train = [_scene(seed) for seed in range(3)]
+    fitted = train_detector([image for image, _ in train], [boxes for _, boxes in train],
+                            mine_rounds=1, progress=False)
+    fitted.save(tmp_path / "ring.npz")
+    loaded = Filter.load(tmp_path / "ring.npz")
+    assert loaded.feature_options == fitted.feature_options
+    assert loaded.window == fitted.window
+    image, _ = _scene(200)
+    cell = loaded.feature_options["cell"]
+    detections = detect(image, loaded, threshold=-5.0, scales=(1, 1))
+    inside = [d for d in detections if 2 * cell <= d.x <= 320 - d.w - 2 * cell
+              and 2 * cell <= d.y <= 240 - d.h - 2 * cell]
+    assert len(inside) >= 3
+    for d in inside[:5]:
+        patch = crop_window(image, (d.x, d.y, d.w, d.h), loaded.window, context=2 * cell)
+        features = window_features(patch[None], kind="hog", options=loaded.feature_options,
+                                   context=2 * cell)
+        expected = float(np.sum(features[0] * loaded.weights)) + loaded.bias
+        assert d.score == pytest.approx(expected, abs=1e-4)
