@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from patternfind._validation import finite_float
 from patternfind.annotations import AnnotationWarning, clip_to_image, image_paths, load_annotations
 from patternfind.metrics import Evaluation, evaluate
 from patternfind.structures import Box, Filter
@@ -25,6 +26,7 @@ def compare(
     *,
     images: Mapping[str, NDArray[Any] | str | Path] | None = None,
     iou: float = 0.5,
+    rank_thresholds: Sequence[float | None] | None = None,
     **detect_options: Any,
 ) -> list[Evaluation]:
     """Detect with each filter on the same images and evaluate each against the ground truth.
@@ -43,6 +45,13 @@ def compare(
         else to the working folder).
     iou : float
         Overlap a detection needs with a true box to count as found.
+    rank_thresholds : sequence of float or None, optional
+        One per filter: the score down to which detections are kept for the
+        ranking that AP and the PR curve are computed over, while precision,
+        recall, F1 and the counts stay at the filter's operating threshold.
+        Default (or None for a filter): the operating threshold, so AP only
+        ranks the detections above it, and a filter with a high threshold gets
+        a PR curve cut short at its operating recall.
     **detect_options
         Passed to `patternfind.detect` unchanged for every filter
         (``threshold``, ``score``, ``scales``, ``scale_step``, ``nms_iou``,
@@ -71,15 +80,17 @@ def compare(
     if not loaded:
         msg = "`filters` must hold at least one filter, got none"
         raise ValueError(msg)
+    floors = _rank_thresholds(rank_thresholds, loaded, detect_options)
     ground_truth, pixels = load_labelled_images(annotations, images=images)
     evaluations = []
-    for filter_ in loaded:
+    for filter_, (floor, operating) in zip(loaded, floors, strict=True):
+        options = detect_options if floor is None else {**detect_options, "threshold": floor}
         found, elapsed = {}, 0.0
         for key, image in pixels.items():
             start = time.perf_counter()
-            found[key] = detect(image, filter_, **detect_options)
+            found[key] = detect(image, filter_, **options)
             elapsed += time.perf_counter() - start
-        evaluation = evaluate(found, ground_truth, iou=iou)
+        evaluation = evaluate(found, ground_truth, iou=iou, threshold=operating)
         evaluations.append(replace(
             evaluation,
             name=filter_.name,
@@ -87,6 +98,33 @@ def compare(
             seconds_per_image=elapsed / len(pixels),
         ))
     return evaluations
+
+
+def _rank_thresholds(rank_thresholds: Sequence[float | None] | None, filters: Sequence[Filter],
+                     detect_options: Mapping[str, Any]) -> list[tuple[float | None, float | None]]:
+    """(detection threshold, operating threshold or None) per filter; None: detect as given."""
+    from patternfind.detection import operating_point
+
+    if rank_thresholds is None:
+        return [(None, None)] * len(filters)
+    if len(rank_thresholds) != len(filters):
+        msg = (f"`rank_thresholds` must have one entry per filter ({len(filters)}), "
+               f"got {len(rank_thresholds)}")
+        raise ValueError(msg)
+    floors: list[tuple[float | None, float | None]] = []
+    for filter_, floor in zip(filters, rank_thresholds, strict=True):
+        if floor is None:
+            floors.append((None, None))
+            continue
+        _, operating = operating_point(filter_, threshold=detect_options.get("threshold"),
+                                       score=detect_options.get("score"))
+        floor = finite_float(floor, "rank_thresholds")
+        if floor > operating:
+            msg = (f"`rank_thresholds` {floor:g} of filter {filter_.name!r} is above its "
+                   f"operating threshold {operating:g}")
+            raise ValueError(msg)
+        floors.append((floor, operating))
+    return floors
 
 
 def load_labelled_images(

@@ -200,6 +200,18 @@ def load_filters(filters: FilterLike | Sequence[FilterLike]) -> list[Filter]:
     return loaded
 
 
+def operating_point(
+    filter_: Filter, *, threshold: float | None = None, score: str | None = None
+) -> tuple[str, float]:
+    """The score kind and threshold `detect` uses for ``filter_`` with these options.
+
+    Raises the errors `detect` would (unknown score, a dot score without a
+    threshold, an all-zero or flat filter, a threshold out of range).
+    """
+    plan = _plan(filter_, threshold, score)
+    return plan.score, plan.threshold
+
+
 def _plan(filter_: Filter, threshold: float | None, score: str | None) -> _Plan:
     """Resolve the score kind and threshold for one filter, or raise."""
     default_score = "ncc" if filter_.features == "pixels" else "dot"

@@ -376,3 +376,48 @@ def hog_blocks_like_skimage(features: NDArray[np.float32], bins: int) -> NDArray
             slot = 2 * a + c
             out[:, :, a, c] = features[a:a + rows, c:c + cols, slot * bins:(slot + 1) * bins]
     return out
+
+
+def hog_orientation_weights(weights: NDArray[Any], options: Mapping[str, Any] | None = None
+                            ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Fold HOG-shaped weights into one weight per cell and orientation.
+
+    Every channel that counts gradients of one orientation is summed into
+    that orientation: for ``"dalal-triggs"`` the four block-normalised copies
+    of each bin; for ``"felzenszwalb"`` the unsigned bin and its two signed
+    bins (θ and θ + 180°). Felzenszwalb's four texture channels belong to no
+    orientation and are dropped. This is what a HOG glyph picture draws.
+
+    Parameters
+    ----------
+    weights : (h, w, D) array
+        A filter over (or the feature map of) ``"hog"`` features with these ``options``.
+    options : mapping, optional
+        The ``"hog"`` options (as in `feature_options`), e.g. ``Filter.feature_options``.
+
+    Returns
+    -------
+    orientation_weights : (h, w, n) float64 array
+        The folded weights; ``n = bins`` (Felzenszwalb or unsigned Dalal–Triggs
+        orientations over 180°, or signed ones over 360°).
+    angles : (n,) float64 array
+        The gradient direction at the centre of each orientation bin, in
+        degrees, measured from the +x (column) axis towards +y (row, downwards).
+        The edge itself runs at ``angles + 90``.
+    """
+    options = feature_options("hog", options)
+    bins = int(options["bins"])
+    array = np.asarray(weights, dtype=np.float64)
+    expected = feature_channels("hog", options)
+    if array.ndim != 3 or array.shape[2] != expected:
+        msg = (f"`weights` must have shape (h, w, {expected}) for HOG options {options}, "
+               f"got {array.shape}")
+        raise ValueError(msg)
+    if options["variant"] == "felzenszwalb":
+        folded = array[..., :bins] + array[..., bins:2 * bins] + array[..., 2 * bins:3 * bins]
+        span = 180.0
+    else:
+        folded = array.reshape(*array.shape[:2], 4, bins).sum(axis=2)
+        span = 360.0 if options["signed"] else 180.0
+    angles = (np.arange(bins, dtype=np.float64) + 0.5) * np.float64(span / bins)
+    return folded, angles

@@ -32,7 +32,7 @@ def _current_umask() -> int:
 # Read once at import: os.umask can only be read by setting it, which is not thread-safe.
 _UMASK = _current_umask()
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm", ".pnm")
 
 
 @contextlib.contextmanager

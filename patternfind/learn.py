@@ -34,7 +34,7 @@ from patternfind.structures import Filter
 
 LOSSES = ("logistic", "hinge")
 OPTIMIZERS = ("adam", "sgd")
-_DEFAULT_LR = {"adam": 0.03, "sgd": None}  # sgd: 1 / (estimated Lipschitz constant)
+_DEFAULT_ADAM_LR = 0.03  # sgd: 1 / (estimated Lipschitz constant)
 _DEFAULT_EPOCHS = 100
 _DEFAULT_STEPS = 3000  # default epochs: at least 100, and enough for this many steps ...
 _MAX_EPOCHS = 1000  # ... but no more than this
@@ -347,7 +347,7 @@ def fit_linear(
     # small sets give few steps per epoch: allow enough epochs for _DEFAULT_STEPS steps
     max_epochs = epochs or min(_MAX_EPOCHS, max(_DEFAULT_EPOCHS, -(-_DEFAULT_STEPS // steps_per_epoch)))
     if lr is None:
-        lr = _DEFAULT_LR["adam"] if optimizer == "adam" else 1.0 / _smoothness(X_train, loss, l2, rng)
+        lr = _DEFAULT_ADAM_LR if optimizer == "adam" else 1.0 / _smoothness(X_train, loss, l2, rng)
 
     start = time.perf_counter()
     state = _Optimizer(optimizer, X.shape[1], lr)
@@ -360,7 +360,7 @@ def fit_linear(
     history, val_history = [], []
     best = (math.inf, w.copy(), b, 0)
     previous = initial
-    report = _progress_reporter(progress, max_epochs)
+    report, finish = _progress_reporter(progress, max_epochs)
     for epoch in range(1, max_epochs + 1):
         average_w, average_b = np.zeros_like(w), 0.0
         for first in rng.permutation(starts):  # ... visited in a new order every epoch
@@ -391,8 +391,8 @@ def fit_linear(
         previous = min(previous, value)
         if epoch - best[3] >= _PATIENCE or state.lr < lr * 1e-4:
             break
-    report(None, history[-1])
     _, w, b, best_epoch = best
+    finish(len(history), best_epoch, history[-1])
     bias = b - float(np.dot(w, mean))
     X_val = X_val + mean
     X_train_raw = X_train + mean
@@ -480,7 +480,7 @@ def _stratified_split(y: NDArray[np.floating], val_fraction: float,
 
 def _smoothness(X: NDArray[np.float32], loss: str, l2: float, rng: np.random.Generator) -> float:
     """Upper estimate of the Lipschitz constant of the objective's gradient (power iteration)."""
-    vector = rng.standard_normal(X.shape[1]).astype(np.float32)
+    vector = np.asarray(rng.standard_normal(X.shape[1]), dtype=np.float32)
     eigenvalue = 1.0
     for _ in range(20):
         vector = X.T @ (X @ vector) / np.float32(len(X))
@@ -523,25 +523,29 @@ class _Optimizer:
         return w, b
 
 
-def _progress_reporter(progress: bool | Callable[[int, int, float], None],
-                       total: int) -> Callable[[int | None, float], None]:
+def _progress_reporter(progress: bool | Callable[[int, int, float], None], total: int
+                       ) -> tuple[Callable[[int, float], None], Callable[[int, int, float], None]]:
+    """``(step(epoch, loss), finish(epochs, best_epoch, loss))`` for `fit_linear`."""
     if callable(progress):
-        def call(epoch: int | None, value: float) -> None:
-            if epoch is not None:
-                progress(epoch, total, value)
-        return call
+        def call(epoch: int, value: float) -> None:
+            progress(epoch, total, value)
+        return call, lambda epochs, best, value: None
     if not progress:
-        return lambda epoch, value: None
+        return lambda epoch, value: None, lambda epochs, best, value: None
 
-    def draw(epoch: int | None, value: float) -> None:
-        if epoch is None:
-            sys.stderr.write("\n")
-        else:
-            done = int(30 * epoch / total)
-            sys.stderr.write(f"\rtraining [{'#' * done}{'.' * (30 - done)}] "
-                             f"epoch {epoch}/{total} loss {value:.4f}")
+    def draw(epoch: int, value: float) -> None:
+        done = int(30 * epoch / total)
+        sys.stderr.write(f"\rtraining [{'#' * done}{'.' * (30 - done)}] "
+                         f"epoch {epoch}/{total} loss {value:.4f}")
         sys.stderr.flush()
-    return draw
+
+    def finish(epochs: int, best: int, value: float) -> None:
+        # early stopping usually ends far below the epoch cap: the run is complete, say why
+        how = f"stopped early at epoch {epochs}" if epochs < total else f"epoch {epochs}/{total}"
+        sys.stderr.write(f"\rtraining [{'#' * 30}] {how} (best {best}) loss {value:.4f}"
+                         "          \n")
+        sys.stderr.flush()
+    return draw, finish
 
 
 # ---------------------------------------------------------------- detectors from annotated images
@@ -674,7 +678,7 @@ def train_detector(
     feature_shape = X.shape[1:]
     X = X.reshape(len(X), -1)
     y = np.where(labels, np.float32(1), np.float32(-1))
-    fit_options = {"loss": loss, "l2": l2, "optimizer": optimizer, "lr": lr, "epochs": epochs,
+    fit_options: dict[str, Any] = {"loss": loss, "l2": l2, "optimizer": optimizer, "lr": lr, "epochs": epochs,
                    "batch_size": batch_size, "val_fraction": val_fraction, "seed": seed,
                    "progress": progress}
     box_scales = _box_scales(boxes, window)
@@ -727,7 +731,9 @@ def _image_threshold(filter_: Filter, pixels: Mapping[str, NDArray[np.float32]],
     from patternfind.detection import detect
     from patternfind.metrics import TRUE_POSITIVE, match_detections
 
-    scores, hits, total = [], [], 0
+    scores: list[float] = []
+    hits: list[bool] = []
+    total = 0
     for key, image in pixels.items():
         found = detect(image, filter_, threshold=_MINING_THRESHOLD, scales=scales,
                        scale_step=scale_step, nms_iou=0.3)

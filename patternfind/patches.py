@@ -18,32 +18,27 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import non_negative_int, pair_of, positive_int
-from patternfind.io import load_image, to_float_image
-from patternfind.metrics import box_iou
+from patternfind.io import IMAGE_SUFFIXES, load_image
+from patternfind.nms import box_iou
+from patternfind.scores import prepare_image, to_grey
 from patternfind.structures import Box
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm", ".pnm")
 #: Negatives overlap every box by less than this IoU.
 NEGATIVE_IOU = 0.3
 
 
 def as_image(image: Any, name: str = "image", *, color: bool = False) -> NDArray[np.float32]:
-    """A path or an array as a float32 image in [0, 1]: grey unless ``color`` (then RGB)."""
+    """A path or an array as a float32 image in [0, 1]: grey unless ``color`` (then RGB).
+
+    The same conversion the detector applies (`patternfind.scores.prepare_image`),
+    so that training and detection see the same pixels.
+    """
     if isinstance(image, (str, Path)):
         image = load_image(image)
-    pixels = to_float_image(image, name)
-    if pixels.ndim == 3 and pixels.shape[2] == 4:
-        pixels = np.ascontiguousarray(pixels[..., :3])
-    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (1, 3)):
-        msg = f"`{name}` must be a grey, RGB or RGBA image, got shape {pixels.shape}"
-        raise ValueError(msg)
-    if pixels.ndim == 3 and pixels.shape[2] == 1:
-        pixels = pixels[..., 0]
+    pixels = prepare_image(image, name)
     if color and pixels.ndim == 2:
         return np.repeat(pixels[..., None], 3, axis=2)
-    if not color and pixels.ndim == 3:
-        return cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
-    return pixels
+    return pixels if color else to_grey(pixels)
 
 
 def patches_from_arrays(patches: Any, labels: Any) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
@@ -249,8 +244,9 @@ def patches_from_annotations(
     return patches, labels
 
 
-def _jittered(box: Box, count: int, rng: np.random.Generator) -> list[tuple[float, ...]]:
-    boxes = []
+def _jittered(box: Box, count: int, rng: np.random.Generator
+              ) -> list[tuple[float, float, float, float]]:
+    boxes: list[tuple[float, float, float, float]] = []
     for shift_x, shift_y, log_scale in rng.uniform(-0.05, 0.05, (count, 3)):
         w, h = box.w * np.exp(log_scale), box.h * np.exp(log_scale)
         x = box.x + (box.w - w) / 2 + shift_x * box.w

@@ -28,6 +28,7 @@ from patternfind.structures import Box, Detection, Filter
 __all__ = [
     "COLORS",
     "draw_evaluation",
+    "hog_glyphs",
     "plot_detections",
     "plot_filter",
     "plot_pr_curves",
@@ -72,7 +73,9 @@ def plot_filter(ax: Any, filter_: Filter, *, subtract_mean: bool = False,
     ax : matplotlib.axes.Axes
     filter_ : Filter
         An (h, w) filter is one picture; an (h, w, C) filter shows its C
-        channels side by side, on one shared colour scale.
+        channels side by side, on one shared colour scale. A filter over
+        ``"hog"`` features is drawn as HOG glyphs instead (`hog_glyphs`): its
+        positive weights on the left, its negative weights on the right.
     subtract_mean : bool
         Show the weights minus their mean (over the mask): what a
         normalised cross-correlation ("ncc") score actually matches.
@@ -82,7 +85,10 @@ def plot_filter(ax: Any, filter_: Filter, *, subtract_mean: bool = False,
     Returns
     -------
     matplotlib.image.AxesImage
+        (``subtract_mean`` and ``colorbar`` do not apply to HOG glyphs.)
     """
+    if filter_.features == "hog":
+        return _plot_hog_filter(ax, filter_)
     weights = np.asarray(filter_.weights, dtype=np.float64)
     if weights.ndim == 2:
         weights = weights[..., None]
@@ -116,6 +122,93 @@ def plot_filter(ax: Any, filter_: Filter, *, subtract_mean: bool = False,
     if colorbar:
         ax.figure.colorbar(picture, ax=ax, fraction=0.046, pad=0.03)
     return picture
+
+
+def hog_glyphs(orientation_weights: NDArray[Any], angles: NDArray[Any], *,
+               cell_pixels: int = 21) -> NDArray[np.float32]:
+    """Draw HOG weights as glyphs: in every cell, one line per orientation along its edge.
+
+    As Felzenszwalb's and dlib's model pictures and ``skimage.feature.hog(...,
+    visualize=True)`` draw them: each line runs through the cell centre
+    perpendicular to its gradient direction (that is, along the edge), as bright
+    as the orientation's weight. Where lines cross, the brighter one shows.
+
+    Parameters
+    ----------
+    orientation_weights : (h, w, n) array
+        Non-negative weight per cell and orientation, as from
+        `patternfind.features.hog_orientation_weights` (clip the sign you want to show).
+    angles : (n,) array
+        Gradient direction of each orientation in degrees (+x towards +y, downwards).
+    cell_pixels : int
+        Side of one cell in the picture.
+
+    Returns
+    -------
+    (h * cell_pixels, w * cell_pixels) float32 array
+        The glyphs in [0, 1], scaled so that the largest weight is 1.
+    """
+    weights = np.asarray(orientation_weights, dtype=np.float64)
+    angles = np.asarray(angles, dtype=np.float64)
+    if weights.ndim != 3 or angles.shape != (weights.shape[2],):
+        msg = (f"`orientation_weights` must be (h, w, n) with n = len(angles) = {angles.size}, "
+               f"got {weights.shape}")
+        raise ValueError(msg)
+    rows, cols, _ = weights.shape
+    canvas = np.zeros((rows * cell_pixels, cols * cell_pixels), dtype=np.float32)
+    largest = float(weights.max(initial=0.0))
+    if largest <= 0:
+        return canvas
+    edge = np.deg2rad(angles + 90.0)
+    radius = (cell_pixels - 1) / 2
+    centre = np.array([radius, radius])
+    ends = np.stack([np.cos(edge), np.sin(edge)], axis=1) * (radius - 1)  # (n, 2) as (x, y)
+    line = np.zeros((cell_pixels, cell_pixels), dtype=np.float32)
+    for row, col, orientation in zip(*np.nonzero(weights > 0), strict=True):
+        line[:] = 0
+        start = np.round(centre - ends[orientation]).astype(int)
+        stop = np.round(centre + ends[orientation]).astype(int)
+        brightness = float(weights[row, col, orientation] / largest)
+        cv2.line(line, tuple(start.tolist()), tuple(stop.tolist()), brightness, 2, cv2.LINE_AA)
+        tile = canvas[row * cell_pixels:(row + 1) * cell_pixels,
+                      col * cell_pixels:(col + 1) * cell_pixels]
+        np.maximum(tile, line, out=tile)
+    return canvas
+
+
+def _plot_hog_filter(ax: Any, filter_: Filter) -> Any:
+    """Positive and negative HOG glyphs side by side, on one brightness scale."""
+    from patternfind.features import hog_orientation_weights
+
+    folded, angles = hog_orientation_weights(filter_.weights, filter_.feature_options)
+    largest = float(np.abs(folded).max()) or 1.0
+    positive = hog_glyphs(np.clip(folded, 0, None) / largest, angles)
+    negative = hog_glyphs(np.clip(-folded, 0, None) / largest, angles)
+    # hog_glyphs scales each to its own maximum: put both back on the shared scale
+    positive *= np.float32(np.clip(folded, 0, None).max() / largest)
+    negative *= np.float32(np.clip(-folded, 0, None).max() / largest)
+    height, width = positive.shape
+    gap = max(4, width // 12)
+    picture = np.full((height, 2 * width + gap), np.nan, dtype=np.float32)
+    picture[:, :width] = positive
+    picture[:, width + gap:] = negative
+    from matplotlib import colormaps
+
+    colormap = colormaps["gray"].with_extremes(bad="white")
+    image = ax.imshow(picture, cmap=colormap, vmin=0, vmax=1, interpolation="bilinear")
+    ax.set_xticks([(width - 1) / 2, width + gap + (width - 1) / 2],
+                  ["positive weights", "negative weights"])
+    ax.tick_params(length=0)
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    kind = filter_.meta.get("kind", "?")
+    rows, cols = filter_.weights.shape[:2]
+    cell = filter_.feature_options.get("cell", "?")
+    variant = filter_.feature_options.get("variant", "hog")
+    ax.set_title(f"{filter_.name} ({kind}, {cols}×{rows} cells of {cell} px)\n"
+                 f"HOG glyphs ({variant})", fontsize=10)
+    return image
 
 
 def plot_pr_curves(ax: Any, evaluations: Sequence[Evaluation],

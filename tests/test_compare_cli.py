@@ -87,6 +87,25 @@ def test_compare_rejects_unknown_images_and_no_filters(planted):
         compare([], planted / "labels.json")
 
 
+def test_rank_thresholds_widen_the_ap_ranking_but_keep_the_operating_point(planted):
+    labels, square = planted / "labels.json", planted / "square.npz"
+    [above] = compare(square, labels, **OPTIONS)
+    [ranked] = compare(square, labels, rank_thresholds=[0.2], **OPTIONS)
+    [wide] = compare(square, labels, threshold=0.2, scales=(1.0, 1.0))
+    assert wide.false_positives > above.false_positives  # the floor adds detections
+    counts = ("true_positives", "false_positives", "false_negatives", "precision", "recall")
+    assert [getattr(ranked, c) for c in counts] == [getattr(above, c) for c in counts]
+    assert ranked.threshold == OPTIONS["threshold"]
+    assert ranked.ap == pytest.approx(wide.ap)  # AP over every detection above the floor
+    np.testing.assert_array_equal(ranked.recall_curve, wide.recall_curve)
+    [same] = compare(square, labels, rank_thresholds=[None], **OPTIONS)
+    assert same.ap == above.ap
+    with pytest.raises(ValueError, match="one entry per filter"):
+        compare(square, labels, rank_thresholds=[0.2, 0.3], **OPTIONS)
+    with pytest.raises(ValueError, match=r"above its operating threshold 0\.8"):
+        compare(square, labels, rank_thresholds=[0.9], **OPTIONS)
+
+
 def test_compare_names_missing_images(tmp_path):
     save_annotations({"gone.png": [Box(0, 0, 5, 5)]}, tmp_path / "labels.json")
     with pytest.raises(ValueError, match=r"labels.json references 1 missing image\(s\): 'gone.png'"):
@@ -178,6 +197,9 @@ def test_compare_json(planted, capsys):
     (["compare", "--annotations", "{dir}/labels.json", "--filter", "{dir}/square.npz",
       "--report", "{dir}/r.pdf"], "use a .png or .html file"),
     (["compare", "--annotations", "{dir}/labels.json"], "--filter"),
+    (["compare", "--annotations", "{dir}/labels.json", "--filter", "{dir}/square.npz",
+      "--filter", "{dir}/inverted.npz", "--rank-threshold", "0.2"],
+     "--rank-threshold must be given once per --filter (2), got 1"),
 ])
 def test_usage_errors_are_one_line_with_exit_2(planted, capsys, argv, message):
     (planted / "broken.json").write_text('{"images": [')
@@ -242,6 +264,41 @@ def test_plot_filter_is_centred_on_zero_and_shows_each_channel():
     centred = plot_filter(_axes(), Filter(np.array([[1.0, 3.0]])), subtract_mean=True,
                           colorbar=False)
     np.testing.assert_array_equal(np.ma.filled(centred.get_array()), [[-1.0, 1.0]])
+
+
+def test_hog_glyphs_run_along_the_edge():
+    from patternfind.plot import hog_glyphs
+
+    weights = np.zeros((1, 2, 2))
+    weights[0, 0, 0] = 1.0  # gradient along +x: a vertical edge, drawn as a vertical line
+    weights[0, 1, 1] = 0.5  # gradient along +y: a horizontal edge, half as bright
+    glyphs = hog_glyphs(weights, np.array([0.0, 90.0]), cell_pixels=21)
+    assert glyphs.shape == (21, 42)
+    left, right = glyphs[:, :21], glyphs[:, 21:]
+    assert left[:, 10].min() > 0.5  # vertical line
+    assert left[10, :5].max() == 0
+    assert right[10, 3:19].min() > 0.2  # horizontal line
+    assert right[:5, 10].max() == 0
+    assert left.max() == pytest.approx(1.0, abs=0.05)
+    assert right.max() == pytest.approx(0.5, abs=0.05)
+
+
+def test_plot_filter_draws_hog_filters_as_positive_and_negative_glyphs():
+    from patternfind.plot import plot_filter
+
+    weights = np.zeros((2, 3, 31), dtype=np.float32)
+    weights[0, 0, 18] = 1.0   # unsigned bin 0: vertical edge, positive
+    weights[1, 2, 22] = -1.0  # unsigned bin 4: horizontal edge, negative
+    filter_ = Filter(weights, features="hog", window=(12, 18), name="hog",
+                     feature_options={"cell": 6, "variant": "felzenszwalb"})
+    shown = np.ma.filled(plot_filter(_axes(), filter_).get_array(), np.nan)
+    width = 3 * 21
+    positive, negative = shown[:, :width], shown[:, -width:]
+    assert positive[:21, :21].max() > 0.9
+    assert positive[21:].max() == 0
+    assert negative[21:, 42:].max() > 0.9
+    assert negative[:21].max() == 0
+    assert np.isnan(shown[:, width]).all()
 
 
 def test_plot_detections_colours_by_outcome():

@@ -11,6 +11,7 @@ from patternfind.features import (
     feature_channels,
     feature_map,
     hog_blocks_like_skimage,
+    hog_orientation_weights,
     window_features,
 )
 
@@ -182,3 +183,61 @@ def test_bad_input_names_the_parameter():
         feature_map(np.zeros((16, 16)), kind="hog", options={"signed": "yes"})
     with pytest.raises(ValueError, match="NaN"):
         feature_map(np.full((8, 8), np.nan), kind="gradients")
+
+
+def _edge_image(direction: str) -> np.ndarray:
+    """48 × 48, dark on one side of a straight edge and bright on the other."""
+    rows, cols = np.mgrid[:48, :48]
+    bright = {"vertical": cols >= 24, "horizontal": rows >= 24, "diagonal": rows + cols >= 48}
+    return np.where(bright[direction], np.float32(0.9), np.float32(0.1))
+
+
+#: Gradient direction (dark → bright) in degrees, +x towards +y (down), of each edge.
+_EDGE_GRADIENT = {"vertical": 0.0, "horizontal": 90.0, "diagonal": 45.0}
+
+
+@pytest.mark.parametrize("direction", ["vertical", "horizontal", "diagonal"])
+@pytest.mark.parametrize("options", [{"cell": 6, "variant": "felzenszwalb"},
+                                     {"cell": 8, "bins": 9},
+                                     {"cell": 6, "bins": 12, "signed": True}])
+def test_hog_fold_puts_an_edge_on_its_orientation(direction, options):
+    # Weights equal to the HOG of an edge image respond best to that edge: their
+    # fold must peak, in every cell the edge crosses, on the edge's orientation.
+    features, _ = feature_map(_edge_image(direction), kind="hog", options=options)
+    folded, angles = hog_orientation_weights(features, options)
+    bins = options.get("bins", 9)
+    assert folded.shape == (*features.shape[:2], bins)
+    span = 360.0 if options.get("signed") else 180.0
+    np.testing.assert_allclose(angles, (np.arange(bins) + 0.5) * span / bins)
+    on_edge = folded.max(axis=-1) > 0.5 * folded.max()
+    assert on_edge.sum() >= 4
+    peak = angles[folded[on_edge].argmax(axis=-1)]
+    distance = np.abs((peak - _EDGE_GRADIENT[direction] + span / 2) % span - span / 2)
+    assert (distance <= span / bins / 2 + 1e-9).all()
+
+
+def test_hog_fold_agrees_with_skimage_cell_histograms():
+    image = color.rgb2gray(data.astronaut()).astype(np.float32)
+    cell_histograms = feature.hog(image, orientations=9, pixels_per_cell=(8, 8),
+                                  cells_per_block=(1, 1), feature_vector=False)[:, :, 0, 0]
+    for variant in ("dalal-triggs", "felzenszwalb"):
+        options = {"cell": 8, "bins": 9, "variant": variant}
+        features, _ = feature_map(image, kind="hog", options=options)
+        folded, _ = hog_orientation_weights(features, options)
+        strong = cell_histograms.max(axis=-1) > 2 * np.sort(cell_histograms, axis=-1)[:, :, -2]
+        assert strong.sum() > 10  # cells with one clearly dominant orientation
+        np.testing.assert_array_equal(folded[strong].argmax(axis=-1),
+                                      cell_histograms[strong].argmax(axis=-1))
+
+
+def test_hog_fold_sums_the_channels_of_each_orientation():
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(3, 4, 31))
+    folded, _ = hog_orientation_weights(weights, {"variant": "felzenszwalb"})
+    np.testing.assert_allclose(folded, weights[..., :9] + weights[..., 9:18] + weights[..., 18:27])
+    weights = rng.normal(size=(3, 4, 36))
+    folded, _ = hog_orientation_weights(weights, {})
+    expected = sum(weights[..., k * 9:(k + 1) * 9] for k in range(4))
+    np.testing.assert_allclose(folded, expected)
+    with pytest.raises(ValueError, match=r"\(h, w, 36\)"):
+        hog_orientation_weights(weights[..., :35], {})

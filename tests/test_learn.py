@@ -266,6 +266,17 @@ def test_progress_callable_is_called_every_epoch():
     assert [c[0] for c in calls] == list(range(1, fitted.meta["epochs"] + 1))
 
 
+def test_progress_bar_ends_full_and_says_when_it_stopped_early(capsys):
+    patches, labels = _randomish_patches(300, 8, seed=9)
+    fitted = train_filter(patches, labels, progress=True)
+    cap = fitted.meta["options"]["epochs"]
+    assert fitted.meta["epochs"] < cap  # early stopping
+    last = capsys.readouterr().err.rstrip().split("\r")[-1]
+    assert f"[{'#' * 30}]" in last
+    assert (f"stopped early at epoch {fitted.meta['epochs']} "
+            f"(best {fitted.meta['best_epoch']})") in last
+
+
 def test_hinge_loss_trains_a_useful_filter():
     patches, labels = _randomish_patches(2000, 12, seed=10)
     fitted = train_filter(patches, labels, loss="hinge", progress=False)

@@ -39,9 +39,12 @@ examples:
   patternfind compare --annotations coins.json --filter a.npz --filter b.npz --report report.png
   patternfind compare --annotations coins.json --filter a.npz --filter b.npz --report report.html
   patternfind compare --annotations coins.json --filter a.npz --filter b.npz --format json
+  patternfind compare --annotations samples/faces/test.csv --filter samples/faces/face.npz \
+      --filter samples/faces/mean_face.npz --scales 0.5,2.5 --rank-threshold -3 --rank-threshold 0
 
 Every filter runs on the same images with the same detection options.
-P, R and F1 are at each filter's threshold; AP is over all its detections.
+P, R and F1 are at each filter's threshold; AP is over all its detections
+(above its threshold, or above --rank-threshold when given).
 """
 
 
@@ -81,6 +84,11 @@ def build_compare_parser() -> Parser:
                     epilog=COMPARE_EXAMPLES)
     parser.add_argument("--filter", required=True, action="append", metavar="F", dest="filters",
                         help="a filter file; give --filter two or more times")
+    parser.add_argument("--rank-threshold", action="append", type=float, metavar="T",
+                        dest="rank_thresholds",
+                        help="rank detections down to score T for AP and the PR curve, while "
+                             "P, R and F1 stay at the filter's threshold; give it once per "
+                             "--filter, in the same order (default: each filter's threshold)")
     parser.add_argument("--report", metavar="FILE",
                         help="write a one-page report (.png or .html): filters, PR curves, "
                              "detections on an example image")
@@ -113,6 +121,10 @@ def run_compare(args: argparse.Namespace) -> int:
 
     if args.report is not None and Path(args.report).suffix.lower() not in (".png", ".html", ".htm"):
         msg = f"--report {args.report}: use a .png or .html file"
+        raise UsageError(msg)
+    if args.rank_thresholds is not None and len(args.rank_thresholds) != len(args.filters):
+        msg = (f"--rank-threshold must be given once per --filter ({len(args.filters)}), "
+               f"got {len(args.rank_thresholds)}")
         raise UsageError(msg)
     filters = [load_filter(path) for path in args.filters]
     evaluations, pixels = _run(args, filters)
@@ -151,6 +163,7 @@ def _run(args: argparse.Namespace, filters: list[Any]) -> tuple[list[Any], dict[
     for warning in caught:  # one line each, not Python's two-line warning format
         print(f"{args.prog}: warning: {warning.message}", file=sys.stderr)
     evaluations = compare(filters, ground_truth, images=pixels, iou=args.iou,
+                          rank_thresholds=getattr(args, "rank_thresholds", None),
                           **detection_options(args))
     return evaluations, pixels
 
