@@ -13,10 +13,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 
-def as_float_array(value: Any, name: str, *, dtype: Any = None) -> NDArray[np.floating]:
+def as_float_array(
+    value: Any, name: str, *, dtype: Any = None, finite: bool = True
+) -> NDArray[np.floating]:
     """Return ``value`` as a finite floating array (float32 unless float64 was given).
 
-    Integer and boolean inputs become float32. NaN or inf raise ``ValueError``.
+    Integer and boolean inputs become float32. NaN or inf raise ``ValueError``
+    unless ``finite`` is False (the caller then checks the part that counts).
     """
     try:
         array = np.asarray(value)
@@ -33,8 +36,9 @@ def as_float_array(value: Any, name: str, *, dtype: Any = None) -> NDArray[np.fl
         raise TypeError(msg)
     if dtype is None:
         dtype = np.float64 if array.dtype == np.float64 else np.float32
-    array = np.asarray(array, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
-    check_finite(array, name)
+    array = np.array(array, dtype=dtype, order="C")  # a copy, and keeps 0-d arrays 0-d
+    if finite:
+        check_finite(array, name)
     return array
 
 

@@ -13,7 +13,7 @@ Kinds
     The image itself with a channel axis (``D = 1`` grey, ``D = 3`` RGB), cell 1.
 ``"gradients"``
     Three channels per pixel (cell 1): the central differences ``gx``, ``gy``
-    and the gradient magnitude, computed on the grey image.
+    and the gradient magnitude, computed on the grey image (OpenCV's luma).
 ``"hog"``
     A dense map of oriented-gradient cell histograms in the Dalal–Triggs
     style, computed exactly as `skimage.feature.hog` computes them (central
@@ -27,6 +27,10 @@ Kinds
     padded by one empty cell on each side so that border cells also get four
     copies. Away from the border, ``map[r + a, c + b, 2a + b :: 4]`` is exactly
     skimage's block ``(r, c)``, cell ``(a, b)``: see ``hog_blocks_like_skimage``.
+
+Every kind takes the option ``color`` (default True): False turns colour
+input grey (OpenCV's luma) before anything else. Training records it, so a
+filter learned from grey patches also sees grey features on colour photos.
 
 Options (``options=`` mapping) for ``"hog"``: ``cell`` (int, default 8),
 ``bins`` (int, default 9), ``block_norm`` (default ``"L2-Hys"``) and
@@ -49,12 +53,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import as_float_array, non_negative_int, one_of, positive_int
+from patternfind.scores import to_grey
 
 FEATURE_KINDS = ("pixels", "gradients", "hog")
 BLOCK_NORMS = ("L2-Hys", "L2", "L1")
 HOG_VARIANTS = ("dalal-triggs", "felzenszwalb")
 _HOG_DEFAULTS: dict[str, Any] = {"cell": 8, "bins": 9, "block_norm": "L2-Hys", "signed": False,
                                  "variant": "dalal-triggs"}
+# Every kind: ``color=False`` turns colour input grey first (OpenCV's luma, the
+# detector's own conversion), so a filter trained on grey patches sees grey
+# features on colour photos too. True uses the input as it is.
+_COMMON_DEFAULTS: dict[str, Any] = {"color": True}
 _EPS = 1e-5  # skimage's block-normalisation epsilon
 
 
@@ -75,22 +84,27 @@ def feature_options(kind: str, options: Mapping[str, Any] | None = None) -> dict
     """
     one_of(kind, "kind", FEATURE_KINDS)
     options = dict(options or {})
-    defaults = _HOG_DEFAULTS if kind == "hog" else {}
+    defaults = {**_COMMON_DEFAULTS, **(_HOG_DEFAULTS if kind == "hog" else {})}
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         msg = f"`options` for {kind!r} features accept {sorted(defaults)}, got unknown {unknown}"
         raise ValueError(msg)
     merged = {**defaults, **options}
+    merged["color"] = _check_flag(merged["color"], "options['color']")
     if kind == "hog":
         merged["cell"] = positive_int(merged["cell"], "options['cell']")
         merged["bins"] = positive_int(merged["bins"], "options['bins']")
         merged["block_norm"] = one_of(merged["block_norm"], "options['block_norm']", BLOCK_NORMS)
-        if not isinstance(merged["signed"], (bool, np.bool_)):
-            msg = f"`options['signed']` must be True or False, got {merged['signed']!r}"
-            raise TypeError(msg)
-        merged["signed"] = bool(merged["signed"])
+        merged["signed"] = _check_flag(merged["signed"], "options['signed']")
         merged["variant"] = one_of(merged["variant"], "options['variant']", HOG_VARIANTS)
     return merged
+
+
+def _check_flag(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        msg = f"`{name}` must be True or False, got {value!r}"
+        raise TypeError(msg)
+    return bool(value)
 
 
 def feature_cell(kind: str, options: Mapping[str, Any] | None = None) -> int:
@@ -205,6 +219,8 @@ def _check_images(images: Any, name: str, *, batch: bool) -> NDArray[np.float32]
 def _batch_features(images: NDArray[np.float32], kind: str,
                     options: Mapping[str, Any]) -> NDArray[np.float32]:
     """(N, H, W[, 3]) float32 → (N, h', w', D) float32."""
+    if not options["color"] and images.ndim == 4:
+        images = _grey(images)
     if kind == "pixels":
         return images[..., None] if images.ndim == 3 else images
     if kind == "gradients":
@@ -218,10 +234,13 @@ def _batch_features(images: NDArray[np.float32], kind: str,
 
 
 def _grey(images: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The detector's grey (`patternfind.scores.to_grey`) of (N, H, W[, 3]) images."""
     if images.ndim == 3:
         return images
-    weights = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)  # skimage.color.rgb2gray
-    return images @ weights
+    count, height, width = images.shape[:3]
+    # one OpenCV call for the whole batch: stack the images into one tall image
+    tall = np.ascontiguousarray(images).reshape(count * height, width, 3)
+    return to_grey(tall).reshape(count, height, width)
 
 
 def _central_gradients(images: NDArray[np.float32]) -> tuple[NDArray[np.float32], ...]:

@@ -195,8 +195,8 @@ def load_filter(path: str | Path, *, name: str | None = None) -> Filter:
         if image.ndim == 3 and image.shape[2] in (2, 4):
             mask = image[..., -1] > 0
             image = image[..., :-1]
-            if image.shape[2] == 3 and _is_grey(image):
-                image = image[..., 0]
+        if image.ndim == 3 and image.shape[2] == 3 and _is_grey(image):
+            image = image[..., 0]  # a grey template saved as RGB is a grey filter
         weights = to_float_image(image, "filter image")
         meta = {"kind": "fixed", "source": str(path.name)}
         return _filter_or_error(path, weights, name=default_name, mask=mask, meta=meta)

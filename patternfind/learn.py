@@ -198,8 +198,10 @@ def train_filter(
         learning rate that makes the loss diverge (NaN, inf or ×1000).
     """
     one_of(features, "features", FEATURE_KINDS)
-    options = feature_options_checked = _feature_options(features, feature_options)
     patches = _check_patches(patches)
+    # Record whether the filter saw colour, so that the detector shows it the same.
+    options = feature_options_checked = _feature_options(
+        features, {"color": patches.ndim == 4, **(feature_options or {})})
     y = _check_labels(labels, len(patches))
     X = window_features(patches, kind=features, options=options)
     feature_shape = X.shape[1:]
@@ -666,6 +668,7 @@ def train_detector(
     if color and all(np.ptp(p, axis=2).max() == 0 for p in pixels.values() if p.ndim == 3):
         color = False  # every "colour" image is grey: keep them grey
         pixels = {key: p[..., 0] if p.ndim == 3 else p for key, p in pixels.items()}
+    options = feature_options_checked = {**options, "color": color}
     boxes = {key: check_boxes(_as_boxes(keyed_boxes[key]), pixels[key].shape, f"image {key!r}")
              for key in keyed_boxes}
     window = _choose_window(boxes, window, cell)

@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from patternfind._validation import as_float_array, check_finite
+from patternfind._validation import (
+    as_float_array,
+    check_finite,
+    finite_float,
+    pair_of,
+    positive_int,
+)
 
 #: Version of the ``.npz`` filter format written by `Filter.save`.
 FILTER_FORMAT_VERSION = 1
@@ -67,9 +73,9 @@ class Filter:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        weights = np.array(self.weights, dtype=np.float32) if self.mask is not None else (
-            as_float_array(self.weights, "weights", dtype=np.float32)
-        )
+        # With a mask only the masked-in weights must be finite (checked below).
+        weights = as_float_array(self.weights, "weights", dtype=np.float32,
+                                 finite=self.mask is None)
         if weights.ndim == 3 and weights.shape[2] == 1:
             weights = weights[..., 0]  # one channel is grey: it scores grey images and grey views
         if weights.ndim not in (2, 3):
@@ -77,6 +83,12 @@ class Filter:
             raise ValueError(msg)
         if 0 in weights.shape:
             msg = f"Filter {self.name!r} has an empty shape {weights.shape}"
+            raise ValueError(msg)
+        if self.features == "pixels" and weights.ndim == 3 and weights.shape[2] != 3:
+            msg = (
+                f"`weights` of pixel filter {self.name!r} must have 1 or 3 channels (grey or "
+                f"RGB), got {weights.shape[2]}"
+            )
             raise ValueError(msg)
         mask = None
         if self.mask is not None:
@@ -97,18 +109,15 @@ class Filter:
         if self.score is not None and self.score not in SCORE_KINDS:
             msg = f"`score` must be one of {SCORE_KINDS} or None, got {self.score!r}"
             raise ValueError(msg)
-        bias = float(self.bias)
-        check_finite(np.asarray(bias), "bias")
+        bias = finite_float(self.bias, "bias")
+        threshold = None if self.threshold is None else finite_float(self.threshold, "threshold")
         window = self.window
         if window is None:
             if self.features != "pixels":
                 msg = f"Filter {self.name!r} on {self.features!r} features needs a `window` in pixels"
                 raise ValueError(msg)
             window = (int(weights.shape[0]), int(weights.shape[1]))
-        window = (int(window[0]), int(window[1]))
-        if min(window) <= 0:
-            msg = f"`window` of filter {self.name!r} must be positive, got {window}"
-            raise ValueError(msg)
+        window = pair_of(window, "window", positive_int)
         weights.flags.writeable = False
         if mask is not None:
             mask.flags.writeable = False
@@ -116,7 +125,7 @@ class Filter:
         object.__setattr__(self, "mask", mask)
         object.__setattr__(self, "bias", bias)
         object.__setattr__(self, "window", window)
-        object.__setattr__(self, "threshold", None if self.threshold is None else float(self.threshold))
+        object.__setattr__(self, "threshold", threshold)
         object.__setattr__(self, "feature_options", dict(self.feature_options))
         object.__setattr__(self, "meta", dict(self.meta))
 
@@ -158,21 +167,30 @@ class Filter:
 
         Parameters
         ----------
-        image : (H, W) or (H, W, C) array
+        image : (H, W), (H, W, 3) or (H, W, 4) array
             Any dtype `patternfind.io.to_float_image` accepts; pixel values are
             scaled to [0, 1] so the crop matches the detector's view of images.
+            An alpha channel becomes the mask (alpha > 0 counts).
         box : (x, y, w, h) of int
             The crop, in pixels; it must lie inside the image.
         """
         from patternfind.io import to_float_image
 
-        pixels = to_float_image(image, "image")
+        array = np.asarray(image)
+        alpha = None
+        if array.ndim == 3 and array.shape[2] in (2, 4):  # the alpha channel becomes the mask
+            array, alpha = array[..., :-1], array[..., -1] > 0
+        pixels = to_float_image(array, "image")
+        if pixels.ndim == 3 and pixels.shape[2] == 1:
+            pixels = pixels[..., 0]
         x, y, w, h = (int(v) for v in box)
         height, width = pixels.shape[:2]
         if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
             msg = f"`box` {tuple(box)} must lie inside the {width}×{height} image with w, h > 0"
             raise ValueError(msg)
         weights = pixels[y : y + h, x : x + w].copy()
+        if alpha is not None and not alpha[y : y + h, x : x + w].all():
+            fields.setdefault("mask", alpha[y : y + h, x : x + w])
         meta = {"kind": "fixed", "source": "crop", "box": [x, y, w, h], **fields.pop("meta", {})}
         return cls(weights, name=name, meta=meta, **fields)
 

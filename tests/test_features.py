@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from skimage import color, data, feature, transform
@@ -122,7 +123,7 @@ def test_pixels_and_gradients(photo):
     assert cell == 1
     assert gradients.shape == (375, 500, feature_channels("gradients"))
     # np.gradient's interior central difference is half of [-1, 0, 1]
-    grey_ref = photo @ np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
+    grey_ref = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)  # the detector's grey: OpenCV's luma
     g_row, g_col = np.gradient(grey_ref.astype(np.float64))
     np.testing.assert_allclose(gradients[1:-1, 1:-1, 0], 2 * g_col[1:-1, 1:-1], atol=1e-5)
     np.testing.assert_allclose(gradients[1:-1, 1:-1, 1], 2 * g_row[1:-1, 1:-1], atol=1e-5)
@@ -241,3 +242,11 @@ def test_hog_fold_sums_the_channels_of_each_orientation():
     np.testing.assert_allclose(folded, expected)
     with pytest.raises(ValueError, match=r"\(h, w, 36\)"):
         hog_orientation_weights(weights[..., :35], {})
+
+
+@pytest.mark.parametrize("kind", ["pixels", "gradients", "hog"])
+def test_color_false_sees_the_grey_conversion_of_a_colour_image(photo, kind):
+    grey = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    on_colour, _ = feature_map(photo, kind=kind, options={"color": False})
+    on_grey, _ = feature_map(grey, kind=kind)
+    np.testing.assert_allclose(on_colour, on_grey, atol=1e-6)

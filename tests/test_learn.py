@@ -208,8 +208,9 @@ def test_returned_filter_carries_what_it_was_trained_with():
     assert fitted.score == "dot"
     assert fitted.features == "hog"
     assert fitted.window == (16, 16)
+    # grey patches: the detector must turn colour photos grey for this filter
     assert fitted.feature_options == {"cell": 4, "bins": 9, "block_norm": "L2-Hys", "signed": False,
-                                      "variant": "dalal-triggs"}
+                                      "variant": "dalal-triggs", "color": False}
     meta = fitted.meta
     assert meta["kind"] == "learned"
     assert len(meta["loss"]) == meta["epochs"] <= 20
@@ -490,3 +491,23 @@ def test_detect_scores_equal_the_trained_score_of_the_window(tmp_path):
                                    context=2 * cell)
         expected = float(np.sum(features[0] * loaded.weights)) + loaded.bias
         assert d.score == pytest.approx(expected, abs=1e-4)
+
+
+def test_filter_trained_on_grey_scores_a_colour_photo_as_its_grey_conversion():
+    """A grey-trained feature filter must not see colour features the training never saw."""
+    from skimage import data
+
+    from patternfind.detection import detect
+    from patternfind.scores import prepare_image, to_grey
+
+    train = [_scene(seed) for seed in range(3)]  # grey scenes
+    fitted = train_detector([image for image, _ in train], [boxes for _, boxes in train],
+                            mine_rounds=0, progress=False)
+    assert fitted.feature_options["color"] is False
+    colour = data.astronaut()[100:340, 100:420]
+    on_colour = detect(colour, fitted, threshold=-5.0, scales=(1, 1))
+    on_grey = detect(to_grey(prepare_image(colour)), fitted, threshold=-5.0, scales=(1, 1))
+    assert on_colour
+    assert [(d.x, d.y, d.score) for d in on_colour] == [
+        pytest.approx((d.x, d.y, d.score), abs=1e-5) for d in on_grey
+    ]

@@ -13,6 +13,8 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from patternfind import filters, io
 from patternfind.cli._common import Parser, UsageError, add_version
 from patternfind.scores import to_grey
@@ -160,20 +162,15 @@ def build_crop_parser() -> Parser:
 def run_crop(args: argparse.Namespace) -> int:
     """Crop the box out of the image and save it as a filter."""
     image = io.load_image(args.image)
-    alpha = None
-    if image.ndim == 3 and image.shape[2] in (2, 4):
-        alpha, image = image[..., -1], image[..., :-1]
-    pixels = io.to_float_image(image, "image")
-    if args.grey and pixels.ndim == 3 and pixels.shape[2] == 3:
-        pixels = to_grey(pixels)  # the detector's own conversion, so the crop matches exactly
-    if pixels.ndim == 3 and pixels.shape[2] == 1:
-        pixels = pixels[..., 0]
+    if args.grey and image.ndim == 3 and image.shape[2] in (3, 4):
+        # the detector's own grey conversion, so that the crop scores 1 at its source;
+        # an alpha channel rides along and becomes the mask in Filter.from_image
+        grey = to_grey(io.to_float_image(image[..., :3]))
+        alpha = io.to_float_image(image[..., 3:])
+        image = np.dstack([grey, alpha]) if alpha.size else grey
     name = args.name if args.name is not None else args.output.stem
-    filter_ = Filter.from_image(pixels, args.box, name=name,
+    filter_ = Filter.from_image(image, args.box, name=name,
                                 meta={"image": args.image.name, "grey": bool(args.grey)})
-    if alpha is not None:
-        x, y, w, h = args.box
-        filter_ = filter_.replace(mask=alpha[y : y + h, x : x + w] > 0)
     io.save_filter(filter_, args.output)
     shape = "×".join(str(n) for n in filter_.weights.shape)
     print(f"wrote {shape} filter {filter_.name!r} from {args.image} to {args.output}")
