@@ -192,7 +192,7 @@ def case3(grey: np.ndarray, repeats: int) -> None:
     row, col = eye_box(H, 32)
     filter_ = Filter(cut(grey, row, col, 32), name="eye32")
     scales = (1.0, 1.25**16)
-    levels = pyramid_scales(scales, 1.25)
+    levels = pyramid_scales(scales, scale_step=1.25)
     # the level sizes patternfind.pyramid.resize_to_scale makes; both sides skip levels the filter misses
     sizes = [(max(1, round(W / s)), max(1, round(H / s))) for s in levels]
     scanned = [size for size in sizes if size[0] >= 32 and size[1] >= 32]

@@ -153,7 +153,7 @@ def bench_detector(repeats):
         detect(scene, learned, threshold=0.0, scales=(0.5, 2.0))
         detect_seconds.append(time.perf_counter() - start)
         start = time.perf_counter()
-        for scale in pyramid_scales((0.5, 2.0), 1.1):
+        for scale in pyramid_scales((0.5, 2.0), scale_step=1.1):
             level = resize_to_scale(scene, scale)
             if min(level.shape) >= max(learned.window):
                 feature_map(level, kind="hog", options=learned.feature_options)

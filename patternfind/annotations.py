@@ -343,14 +343,16 @@ def _load_coco(path: Path, text: str) -> dict[str, list[Box]]:
         msg = f"{path}: COCO 'images' and 'annotations' must be lists"
         raise ValueError(msg)  # noqa: TRY004 (bad file content, not a bad argument)
     categories = {}
-    for category in document.get("categories") or []:
+    for number, category in enumerate(document.get("categories") or []):
         if isinstance(category, dict) and "id" in category:
+            _check_id(path, f"categories[{number}]", "id", category["id"])
             categories[category["id"]] = str(category.get("name", category["id"]))
     by_id: dict[Any, tuple[str, tuple[int, int] | None]] = {}
     for number, image in enumerate(images):
         if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
             msg = f"{path}: images[{number}] needs an 'id' and a 'file_name'"
             raise ValueError(msg)
+        _check_id(path, f"images[{number}]", "id", image["id"])
         if image["id"] in by_id:
             msg = f"{path}: image id {image['id']!r} is listed more than once"
             raise ValueError(msg)
@@ -366,6 +368,9 @@ def _load_coco(path: Path, text: str) -> dict[str, list[Box]]:
         if not isinstance(record, dict) or "bbox" not in record or "image_id" not in record:
             msg = f"{path}: {where} needs an 'image_id' and a 'bbox'"
             raise ValueError(msg)
+        _check_id(path, where, "image_id", record["image_id"])
+        if record.get("category_id") is not None:
+            _check_id(path, where, "category_id", record["category_id"])
         if record["image_id"] not in by_id:
             msg = f"{path}: {where} refers to image id {record['image_id']!r}, which is not in 'images'"
             raise ValueError(msg)
@@ -378,6 +383,13 @@ def _load_coco(path: Path, text: str) -> dict[str, list[Box]]:
         ignore = bool(record.get("iscrowd", 0)) or bool(record.get("ignore", 0))
         boxes[record["image_id"]].append(_box(path, where, *bbox, label=label, ignore=ignore))
     return _finish(path, [(name, boxes[image_id], size) for image_id, (name, size) in by_id.items()])
+
+
+def _check_id(path: Path, where: str, key: str, value: Any) -> None:
+    """COCO ids are integers (strings are tolerated); anything else is a broken file."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        msg = f"{path}: {where}: {key!r} must be an integer or a string, got {value!r}"
+        raise ValueError(msg)  # noqa: TRY004 (bad file content, not a bad argument)
 
 
 # ---------------------------------------------------------------- XML: VOC and dlib

@@ -155,7 +155,7 @@ def scan(
     """`detect`, also returning every level's score map when ``keep_maps`` (for heat maps)."""
     pixels = prepare_image(io.load_image(image) if isinstance(image, (str, Path)) else image)
     plans = [_plan(f, threshold, score) for f in load_filters(filters)]
-    levels = pyramid_scales(scales, scale_step)
+    levels = pyramid_scales(scales, scale_step=scale_step)
     nms_iou = finite_float(nms_iou, "nms_iou")
     if not 0 <= nms_iou <= 1:
         msg = f"`nms_iou` must be in [0, 1], got {nms_iou!r}"

@@ -51,10 +51,18 @@ _PUPIL = 0.05
 _OVERSAMPLE = 4
 
 
+# Shapes are drawn at 4×4 samples a pixel in float64: cap the side so a typo
+# (size 100000) is an error, not a terabyte allocation.
+MAX_SIZE = 4096
+
+
 def _check_size(size: Any) -> tuple[int, int]:
     height, width = pair_of(size, "size", positive_int)
     if min(height, width) < 3:
         msg = f"`size` must be at least 3 pixels on each side, got {size!r}"
+        raise ValueError(msg)
+    if max(height, width) > MAX_SIZE:
+        msg = f"`size` must be at most {MAX_SIZE} pixels on each side, got {size!r}"
         raise ValueError(msg)
     return height, width
 

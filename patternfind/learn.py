@@ -29,7 +29,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import finite_float, non_negative_int, one_of, positive_int
-from patternfind.features import FEATURE_KINDS, feature_cell, feature_options, window_features
+from patternfind.features import FEATURE_KINDS, feature_cell, window_features
+from patternfind.features import (
+    feature_options as complete_feature_options,  # the name is a parameter here
+)
 from patternfind.structures import Filter
 
 LOSSES = ("logistic", "hinge")
@@ -200,7 +203,7 @@ def train_filter(
     one_of(features, "features", FEATURE_KINDS)
     patches = _check_patches(patches)
     # Record whether the filter saw colour, so that the detector shows it the same.
-    options = feature_options_checked = _feature_options(
+    options = complete_feature_options(
         features, {"color": patches.ndim == 4, **(feature_options or {})})
     y = _check_labels(labels, len(patches))
     X = window_features(patches, kind=features, options=options)
@@ -210,7 +213,7 @@ def train_filter(
                      seed=seed, progress=progress)
     cell = feature_cell(features, options)
     window = (feature_shape[0] * cell, feature_shape[1] * cell)
-    return _make_filter(fit, feature_shape, features=features, options=feature_options_checked,
+    return _make_filter(fit, feature_shape, features=features, options=options,
                         window=window, name=name)
 
 
@@ -225,10 +228,6 @@ def _make_filter(fit: dict[str, Any], feature_shape: Sequence[int], *, features:
     meta = {"kind": "learned", **fit, **(extra_meta or {})}
     return Filter(weights, bias=bias, name=name, threshold=threshold, score="dot",
                   features=features, window=window, feature_options=dict(options), meta=meta)
-
-
-def _feature_options(kind: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    return feature_options(kind, options)
 
 
 def _check_patches(patches: Any) -> NDArray[np.float32]:
@@ -656,7 +655,7 @@ def train_detector(
     one_of(features, "features", FEATURE_KINDS)
     if features == "hog" and feature_options is None:
         feature_options = DETECTOR_HOG_OPTIONS
-    options = feature_options_checked = _feature_options(features, feature_options)
+    options = complete_feature_options(features, feature_options)
     cell = feature_cell(features, options)
     mine_rounds = non_negative_int(mine_rounds, "mine_rounds")
     hard_negatives_per_image = non_negative_int(hard_negatives_per_image, "hard_negatives_per_image")
@@ -668,7 +667,7 @@ def train_detector(
     if color and all(np.ptp(p, axis=2).max() == 0 for p in pixels.values() if p.ndim == 3):
         color = False  # every "colour" image is grey: keep them grey
         pixels = {key: p[..., 0] if p.ndim == 3 else p for key, p in pixels.items()}
-    options = feature_options_checked = {**options, "color": color}
+    options = {**options, "color": color}
     boxes = {key: check_boxes(_as_boxes(keyed_boxes[key]), pixels[key].shape, f"image {key!r}")
              for key in keyed_boxes}
     window = _choose_window(boxes, window, cell)
@@ -723,7 +722,7 @@ def train_detector(
     extra = {"rounds": rounds, "positives": int((y > 0).sum()), "negatives": int((y < 0).sum()),
              "box_scales": [float(box_scales[0]), float(box_scales[1])],
              "total_seconds": time.perf_counter() - started}
-    return _make_filter(fit, feature_shape, features=features, options=feature_options_checked,
+    return _make_filter(fit, feature_shape, features=features, options=options,
                         window=window, name=name, extra_meta=extra)
 
 

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from patternfind._validation import finite_float
 
 
-def pyramid_scales(scales: Any = (0.5, 2.0), scale_step: Any = 1.1) -> list[float]:
+def pyramid_scales(scales: Any = (0.5, 2.0), *, scale_step: Any = 1.1) -> list[float]:
     """Object scales to search: the whole powers of ``scale_step`` within ``scales``.
 
     Parameters
@@ -34,7 +34,7 @@ def pyramid_scales(scales: Any = (0.5, 2.0), scale_step: Any = 1.1) -> list[floa
         included whenever it lies in range; ``[min]`` when min == max or
         when no power falls in the range.
     """
-    if not isinstance(scales, (tuple, list)) or len(scales) != 2:
+    if not isinstance(scales, (tuple, list, np.ndarray)) or len(scales) != 2:
         msg = f"`scales` must be a pair (min, max), got {scales!r}"
         raise ValueError(msg)
     low, high = (finite_float(value, "scales") for value in scales)

@@ -122,6 +122,9 @@ def score_map(
     (H − h + 1, W − w + 1) float32 array
         Entry (i, j) scores the window whose top-left pixel is (row i, column j).
     """
+    if not isinstance(filter_, Filter):
+        msg = f"`filter_` must be a patternfind.Filter, got {type(filter_).__name__}"
+        raise TypeError(msg)
     if score not in SCORE_KINDS:
         msg = f"`score` must be one of {SCORE_KINDS}, got {score!r}"
         raise ValueError(msg)

@@ -296,3 +296,19 @@ def test_clip_to_image():
     assert clipped == 1
     with pytest.raises(ValueError, match=r"here: box .* outside the 3×3 image"):
         clip_to_image([Box(3, 0, 1, 1)], 3, 3, source="here")
+
+
+@pytest.mark.parametrize("where", ["images", "annotations", "category"])
+def test_coco_ids_that_are_not_numbers_or_strings_name_the_file(tmp_path, where):
+    document = {
+        "images": [{"id": [1] if where == "images" else 1, "file_name": "a.png"}],
+        "annotations": [{"image_id": 1, "bbox": [0, 0, 4, 4],
+                         "category_id": {"x": 1} if where == "category" else 1}],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    if where == "annotations":
+        document["annotations"][0]["image_id"] = [1]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"bad\.json: .* must be an integer or a string"):
+        load_annotations(path)

@@ -92,7 +92,7 @@ def test_planted_templates_found_once_at_the_right_scale(colour, dtype):
     scores = [d.score for d in detections]
     assert scores == sorted(scores, reverse=True)
     assert all(isinstance(d.score, float) and 0.7 <= d.score <= 1 for d in detections)
-    levels = pyramid_scales((0.5, 2.0), STEP)
+    levels = pyramid_scales((0.5, 2.0), scale_step=STEP)
     assert all(any(d.scale == pytest.approx(level) for level in levels) for d in detections)
 
 

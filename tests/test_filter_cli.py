@@ -27,7 +27,7 @@ def test_make_filter_writes_the_eye_weights_to_npy(tmp_path, capsys):
 
 def test_make_filter_npz_keeps_name_and_options(tmp_path):
     out = tmp_path / "edge.npz"
-    status = main(["make-filter", "edge", "--size", "12,20", "--angle", "30", "--zero-mean",
+    status = main(["make-filter", "edge", "--size", "20x12", "--angle", "30", "--zero-mean",
                    "--name", "slope", "-o", str(out)])
     assert status == 0
     loaded = Filter.load(out)
@@ -42,7 +42,7 @@ def test_make_filter_npz_keeps_name_and_options(tmp_path):
     ("argv", "expected"),
     [(["blob", "--size", "15", "--sigma", "2", "--ratio", "2", "--polarity", "dark"],
       filters.blob(15, sigma=2, ratio=2, polarity="dark")),
-     (["bar", "--size", "9x13", "--angle", "90", "--width", "3"],
+     (["bar", "--size", "13x9", "--angle", "90", "--width", "3"],  # WIDTHxHEIGHT
       filters.bar((9, 13), angle=90, width=3)),
      (["corner", "--size", "11", "--angle", "135"], filters.corner(11, angle=135)),
      (["ring", "--size", "21", "--radius", "6", "--width", "2", "--polarity", "dark"],

@@ -266,7 +266,7 @@ def test_subpixel_at_the_border_stays_whole():
 )
 def test_pyramid_scales_properties(low, ratio, step):
     high = low * ratio
-    scales = pyramid_scales((low, high), step)
+    scales = pyramid_scales((low, high), scale_step=step)
     assert scales == sorted(scales)
     assert len(set(scales)) == len(scales)
     if ratio == 1:
@@ -293,11 +293,11 @@ def test_pyramid_scales_defaults():
     assert scales[-1] == pytest.approx(1.1**7)
     assert 1.0 in scales
     assert pyramid_scales((1, 1)) == [1.0]
-    assert pyramid_scales((2, 2), 1.0) == [2.0]
+    assert pyramid_scales((2, 2), scale_step=1.0) == [2.0]
 
 
 def test_pyramid_range_without_a_power_falls_back_to_min():
-    assert pyramid_scales((1.01, 1.05), 1.5) == [1.01]
+    assert pyramid_scales((1.01, 1.05), scale_step=1.5) == [1.01]
 
 
 @pytest.mark.parametrize(
@@ -316,14 +316,14 @@ def test_pyramid_range_without_a_power_falls_back_to_min():
 )
 def test_pyramid_scales_errors(scales, step, match):
     with pytest.raises(ValueError, match=match):
-        pyramid_scales(scales, step)
+        pyramid_scales(scales, scale_step=step)
 
 
 def test_pyramid_scales_type_errors():
     with pytest.raises(TypeError, match=r"`scales` must be a real number, got 'a'"):
         pyramid_scales(("a", 2))
     with pytest.raises(TypeError, match=r"`scale_step` must be a real number"):
-        pyramid_scales((0.5, 2), "1.1")
+        pyramid_scales((0.5, 2), scale_step="1.1")
 
 
 @pytest.mark.parametrize("scale", [0.5, 1.0, 1.3, 2.0, 3.7])

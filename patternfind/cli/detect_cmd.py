@@ -21,7 +21,6 @@ from patternfind.cli._common import (
 )
 from patternfind.detection import load_filters, scan
 from patternfind.draw import draw_detections, heatmap
-from patternfind.structures import Detection
 
 EXAMPLES = """\
 examples:
@@ -193,12 +192,6 @@ def _summary(rows: list[dict[str, Any]], image_count: int, elapsed: float,
     found = "1 detection" if len(rows) == 1 else f"{len(rows)} detections"
     where = f" written to {args.output}" if args.output is not None else ""
     return f"{found} in {images} ({elapsed:.2f} s){where}"
-
-
-def detections_from_rows(rows: list[dict[str, Any]]) -> list[Detection]:
-    """Rebuild `Detection` objects from JSON/CSV rows (the keys of `FIELDS`)."""
-    return [Detection(float(r["x"]), float(r["y"]), float(r["w"]), float(r["h"]),
-                      float(r["score"]), str(r["label"]), float(r["scale"])) for r in rows]
 
 
 COMMANDS = {"detect": (build_parser, run)}

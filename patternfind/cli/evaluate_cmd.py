@@ -101,10 +101,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Run ``patternfind evaluate``; return the exit status."""
     from patternfind.io import load_filter
 
-    if args.draw is not None and not Path(args.draw).is_dir():
-        Path(args.draw).mkdir(parents=True, exist_ok=True)
     filter_ = load_filter(args.filter)
     [evaluation], pixels = _run(args, [filter_])
+    if args.draw is not None:  # only once there is something to draw
+        Path(args.draw).mkdir(parents=True, exist_ok=True)
     if args.format == "json":
         summary = {**evaluation.summary(), "detect_options": detection_options(args)}
         print(json.dumps(summary, indent=1, allow_nan=False))
@@ -121,6 +121,9 @@ def run_compare(args: argparse.Namespace) -> int:
 
     if args.report is not None and Path(args.report).suffix.lower() not in (".png", ".html", ".htm"):
         msg = f"--report {args.report}: use a .png or .html file"
+        raise UsageError(msg)
+    if args.report is not None and not Path(args.report).resolve().parent.is_dir():
+        msg = f"--report {args.report}: folder {Path(args.report).parent} does not exist"
         raise UsageError(msg)
     if args.rank_thresholds is not None and len(args.rank_thresholds) != len(args.filters):
         msg = (f"--rank-threshold must be given once per --filter ({len(args.filters)}), "

@@ -58,17 +58,19 @@ _OPTION_FLAGS = {
 
 
 def _size(text: str) -> int | tuple[int, int]:
-    parts = text.replace("x", ",").split(",")
+    """N for N×N, or WIDTHxHEIGHT as everywhere on the command line (`train --window` too)."""
+    parts = text.lower().split("x")
     try:
         numbers = [int(part) for part in parts]
     except ValueError:
-        msg = f"expected N or H,W in pixels, got {text!r}"
+        msg = f"expected N or WIDTHxHEIGHT in pixels, such as 24 or 32x16, got {text!r}"
         raise argparse.ArgumentTypeError(msg) from None
     if len(numbers) == 1:
         return numbers[0]
     if len(numbers) == 2:
-        return numbers[0], numbers[1]
-    msg = f"expected N or H,W in pixels, got {text!r}"
+        width, height = numbers
+        return height, width  # the library's (h, w)
+    msg = f"expected N or WIDTHxHEIGHT in pixels, such as 24 or 32x16, got {text!r}"
     raise argparse.ArgumentTypeError(msg)
 
 
@@ -94,7 +96,7 @@ def build_make_filter_parser() -> Parser:
     )
     parser.add_argument("kind", choices=tuple(filters.KINDS), help="which filter to draw")
     parser.add_argument("--size", type=_size, required=True, metavar="N|H,W",
-                        help="filter size in pixels: N for N×N, or H,W")
+                        help="filter size in pixels: N for N×N, or WIDTHxHEIGHT")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
                         help="where to write the filter (.npy weights only, .npz all fields)")
     parser.add_argument("--name", default=None,

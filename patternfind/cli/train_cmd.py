@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -90,10 +91,17 @@ def run(args: argparse.Namespace) -> int:
     if folders and (args.pos is None or args.neg is None):
         msg = "--pos and --neg go together"
         raise UsageError(msg)
+    if folders and Path(args.pos).resolve() == Path(args.neg).resolve():
+        msg = f"--pos and --neg are the same folder ({args.pos}): nothing tells objects apart"
+        raise UsageError(msg)
     output = Path(args.output)
     if output.suffix.lower() != ".npz":
         msg = f"--output must end in .npz (the filter keeps its features and threshold), got {output}"
         raise UsageError(msg)
+    if not output.resolve().parent.is_dir():
+        msg = f"--output {output}: folder {output.parent} does not exist"
+        raise UsageError(msg)
+    _check_numbers_early(args)
     features = args.features or ("pixels" if folders else "hog")
     given = {k: v for k, v in (("cell", args.cell), ("bins", args.bins),
                                ("variant", args.hog_variant)) if v is not None}
@@ -118,6 +126,22 @@ def run(args: argparse.Namespace) -> int:
     filter_.save(output)
     print(_summary(filter_, output, seconds))
     return 0
+
+
+def _check_numbers_early(args: argparse.Namespace) -> None:
+    """Refuse bad numbers before reading a single image (training may take a while)."""
+    if args.epochs is not None and args.epochs <= 0:
+        msg = f"--epochs must be a positive integer, got {args.epochs}"
+        raise UsageError(msg)
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        msg = f"--lr must be a positive number, got {args.lr}"
+        raise UsageError(msg)
+    if not (math.isfinite(args.l2) and args.l2 >= 0):
+        msg = f"--l2 must be a number >= 0, got {args.l2}"
+        raise UsageError(msg)
+    if args.seed < 0:
+        msg = f"--seed must be >= 0, got {args.seed}"
+        raise UsageError(msg)
 
 
 def _train_from_folders(args: argparse.Namespace, common: dict[str, Any], train_filter: Any) -> Any:
