@@ -106,3 +106,14 @@ def one_of(value: Any, name: str, choices: tuple[str, ...]) -> str:
         msg = f"`{name}` must be one of {options}; got {value!r}"
         raise ValueError(msg)
     return str(value)
+
+
+def flag(value: Any, name: str) -> bool:
+    """Return ``value`` as a bool if it is True or False (numpy's too), else raise ``TypeError``.
+
+    Strings such as "no" are truthy in Python; a flag must not accept them.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        msg = f"`{name}` must be True or False, got {value!r}"
+        raise TypeError(msg)
+    return bool(value)

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind import io
-from patternfind._validation import finite_float, positive_int
+from patternfind._validation import finite_float, flag, positive_int
 from patternfind.nms import non_max_suppression
 from patternfind.parallel import map_in_threads, resolve_workers
 from patternfind.peaks import find_peaks
@@ -162,6 +162,7 @@ def scan(
         raise ValueError(msg)
     if max_detections is not None:
         max_detections = positive_int(max_detections, "max_detections")
+    subpixel, per_label = flag(subpixel, "subpixel"), flag(per_label, "per_label")
     workers = resolve_workers(workers)
     for plan in plans:
         if plan.filter.features == "pixels":

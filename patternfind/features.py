@@ -52,10 +52,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from patternfind._validation import as_float_array, non_negative_int, one_of, positive_int
+from patternfind._validation import as_float_array, flag, non_negative_int, one_of, positive_int
 from patternfind.scores import to_grey
+from patternfind.structures import FEATURE_KINDS
 
-FEATURE_KINDS = ("pixels", "gradients", "hog")
 BLOCK_NORMS = ("L2-Hys", "L2", "L1")
 HOG_VARIANTS = ("dalal-triggs", "felzenszwalb")
 _HOG_DEFAULTS: dict[str, Any] = {"cell": 8, "bins": 9, "block_norm": "L2-Hys", "signed": False,
@@ -90,21 +90,14 @@ def feature_options(kind: str, options: Mapping[str, Any] | None = None) -> dict
         msg = f"`options` for {kind!r} features accept {sorted(defaults)}, got unknown {unknown}"
         raise ValueError(msg)
     merged = {**defaults, **options}
-    merged["color"] = _check_flag(merged["color"], "options['color']")
+    merged["color"] = flag(merged["color"], "options['color']")
     if kind == "hog":
         merged["cell"] = positive_int(merged["cell"], "options['cell']")
         merged["bins"] = positive_int(merged["bins"], "options['bins']")
         merged["block_norm"] = one_of(merged["block_norm"], "options['block_norm']", BLOCK_NORMS)
-        merged["signed"] = _check_flag(merged["signed"], "options['signed']")
+        merged["signed"] = flag(merged["signed"], "options['signed']")
         merged["variant"] = one_of(merged["variant"], "options['variant']", HOG_VARIANTS)
     return merged
-
-
-def _check_flag(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        msg = f"`{name}` must be True or False, got {value!r}"
-        raise TypeError(msg)
-    return bool(value)
 
 
 def feature_cell(kind: str, options: Mapping[str, Any] | None = None) -> int:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from patternfind._validation import finite_float, one_of, pair_of, positive_int
+from patternfind._validation import finite_float, flag, one_of, pair_of, positive_int
 from patternfind.structures import Filter
 
 __all__ = ["KINDS", "bar", "blob", "corner", "edge", "eye", "make", "ring"]
@@ -81,13 +81,6 @@ def _fraction(value: Any, name: str) -> float:
         msg = f"`{name}` must be in (0, 1], got {value!r}"
         raise ValueError(msg)
     return value
-
-
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        msg = f"`{name}` must be True or False, got {value!r}"
-        raise TypeError(msg)
-    return bool(value)
 
 
 def _draw(
@@ -179,7 +172,7 @@ def eye(
     opening = _fraction(opening, "opening")
     iris = _fraction(iris, "iris")
     pupil = _fraction(pupil, "pupil")
-    zero_mean = _check_bool(zero_mean, "zero_mean")
+    zero_mean = flag(zero_mean, "zero_mean")
 
     half_width = width / 2
     half_opening = opening * height / 2
@@ -284,7 +277,7 @@ def edge(
     """
     height, width = _check_size(size)
     angle = finite_float(angle, "angle")
-    zero_mean = _check_bool(zero_mean, "zero_mean")
+    zero_mean = flag(zero_mean, "zero_mean")
     weights = _draw((height, width), lambda x, y: _rotate(x, y, angle)[0] > 0)
     options = {"size": [height, width], "angle": angle, "zero_mean": zero_mean}
     return _finish("edge", weights, options, zero_mean=zero_mean)
@@ -325,7 +318,7 @@ def bar(
     width = max(1.0, min(height, width_px) / 5) if width is None else _positive_float(width,
                                                                                       "width")
     polarity = one_of(polarity, "polarity", POLARITIES)
-    zero_mean = _check_bool(zero_mean, "zero_mean")
+    zero_mean = flag(zero_mean, "zero_mean")
     coverage = _draw((height, width_px),
                      lambda x, y: np.abs(_rotate(x, y, angle)[1]) < width / 2)
     options = {"size": [height, width_px], "angle": angle, "width": width,
@@ -363,7 +356,7 @@ def corner(
     height, width = _check_size(size)
     angle = finite_float(angle, "angle")
     polarity = one_of(polarity, "polarity", POLARITIES)
-    zero_mean = _check_bool(zero_mean, "zero_mean")
+    zero_mean = flag(zero_mean, "zero_mean")
 
     def quadrant(x: NDArray[np.float64], y: NDArray[np.float64]) -> Any:
         along, across = _rotate(x, y, angle)
@@ -411,7 +404,7 @@ def ring(
         msg = f"`width` must be at most 2 * radius = {2 * radius!r}, got {width!r}"
         raise ValueError(msg)
     polarity = one_of(polarity, "polarity", POLARITIES)
-    zero_mean = _check_bool(zero_mean, "zero_mean")
+    zero_mean = flag(zero_mean, "zero_mean")
     coverage = _draw((height, width_px),
                      lambda x, y: np.abs(np.hypot(x, y) - radius) < width / 2)
     options = {"size": [height, width_px], "radius": radius, "width": width,

@@ -226,6 +226,12 @@ def test_grey_pixel_filter_has_two_dimensional_weights_and_scores_like_a_dot_pro
     fitted = train_filter(patches, labels, progress=False, epochs=5)
     assert fitted.weights.shape == (10, 10)
     assert fitted.window == (10, 10)
+    # the detector's dot score of a patch is exactly the learned linear score
+    from patternfind.scores import score_map
+
+    for patch in patches[:5]:
+        expected = float(np.sum(patch.astype(np.float64) * fitted.weights)) + fitted.bias
+        assert score_map(patch, fitted, score="dot")[0, 0] == pytest.approx(expected, abs=1e-4)
 
 
 def test_best_f1_threshold_matches_brute_force():
