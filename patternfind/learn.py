@@ -287,6 +287,7 @@ def fit_linear(
     val_fraction: float = 0.2,
     seed: int = 0,
     progress: bool | Callable[[int, int, float], None] = False,
+    groups: NDArray[np.integer] | None = None,
 ) -> dict[str, Any]:
     """Minimise `objective` over ``(w, b)`` for feature rows ``X`` and labels ``y``.
 
@@ -300,6 +301,10 @@ def fit_linear(
         Labels in {−1, +1}.
     loss, l2, optimizer, lr, epochs, batch_size, val_fraction, seed, progress
         As in `train_filter`.
+    groups : (N,) int array, optional
+        Rows with the same group (e.g. a box and its mirrored and jittered
+        copies) go to the same side of the validation split, so that the
+        validation accuracy and threshold are not flattered by near-copies.
 
     Returns
     -------
@@ -337,7 +342,13 @@ def fit_linear(
         raise ValueError(msg)
 
     rng = np.random.default_rng(seed)
-    train, val = _stratified_split(y, val_fraction, rng)
+    if groups is None:
+        groups = np.arange(len(y))
+    groups = np.asarray(groups)
+    if groups.shape != y.shape:
+        msg = f"`groups` must have one entry per sample ({len(y)}), got shape {groups.shape}"
+        raise ValueError(msg)
+    train, val = _stratified_split(y, groups, val_fraction, rng)
     X_train, y_train = X[train], y[train]
     # Centre the features: the same objective in (w, b − w·μ), far better conditioned.
     mean = X_train.mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -461,21 +472,24 @@ def best_f1_threshold(scores: NDArray[np.floating], positive: NDArray[np.bool_],
     return float(threshold), float(f1[k])
 
 
-def _stratified_split(y: NDArray[np.floating], val_fraction: float,
+def _stratified_split(y: NDArray[np.floating], groups: NDArray[np.integer], val_fraction: float,
                       rng: np.random.Generator) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Split each class into train and validation by whole groups (one label per group)."""
     if val_fraction == 0:
         return np.arange(len(y)), np.arange(0)
     train, val = [], []
     for cls in (1, -1):
-        members = rng.permutation(np.flatnonzero(y == cls))
-        count = round(val_fraction * len(members))
-        if count == 0 or count == len(members):
+        members = np.flatnonzero(y == cls)
+        member_groups = rng.permutation(np.unique(groups[members]))
+        count = round(val_fraction * len(member_groups))
+        if count == 0 or count == len(member_groups):
             name = "positive" if cls > 0 else "negative"
             msg = (f"`val_fraction`={val_fraction:g} leaves no {name} sample on one side of the "
                    f"split ({len(members)} {name} samples); pass more samples or val_fraction=0")
             raise ValueError(msg)
-        val.append(members[:count])
-        train.append(members[count:])
+        in_val = np.isin(groups[members], member_groups[:count])
+        val.append(members[in_val])
+        train.append(members[~in_val])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
@@ -680,13 +694,18 @@ def train_detector(
     feature_shape = X.shape[1:]
     X = X.reshape(len(X), -1)
     y = np.where(labels, np.float32(1), np.float32(-1))
-    fit_options: dict[str, Any] = {"loss": loss, "l2": l2, "optimizer": optimizer, "lr": lr, "epochs": epochs,
-                   "batch_size": batch_size, "val_fraction": val_fraction, "seed": seed,
-                   "progress": progress}
+    # patches_from_annotations lists each box's copies (jittered, mirrored) together
+    copies = (1 + jitter) * (2 if flip else 1)
+    positives = int(labels.sum())
+    groups = np.concatenate([np.arange(positives) // copies,
+                             positives + np.arange(len(labels) - positives)])
+    fit_options: dict[str, Any] = {"loss": loss, "l2": l2, "optimizer": optimizer, "lr": lr,
+                                   "epochs": epochs, "batch_size": batch_size,
+                                   "val_fraction": val_fraction, "seed": seed, "progress": progress}
     box_scales = _box_scales(boxes, window)
     scales = (box_scales[0] / 1.25, box_scales[1] * 1.25)
     rounds = []
-    fit = fit_linear(X, y, **fit_options)
+    fit = fit_linear(X, y, groups=groups, **fit_options)
     for round_index in range(1, mine_rounds + 1):
         current = _make_filter(dict(fit), feature_shape, features=features, options=options,
                                window=window, name=name)
@@ -710,7 +729,8 @@ def train_detector(
                                         context=context)
         X = np.concatenate([X, hard_features.reshape(len(hard), -1)])
         y = np.concatenate([y, np.full(len(hard), -1, dtype=np.float32)])
-        fit = fit_linear(X, y, **fit_options)
+        groups = np.concatenate([groups, groups.max() + 1 + np.arange(len(hard))])
+        fit = fit_linear(X, y, groups=groups, **fit_options)
         rounds[-1]["val_accuracy"] = fit["val_accuracy"]
     final = _make_filter(dict(fit), feature_shape, features=features, options=options,
                          window=window, name=name)

@@ -517,3 +517,16 @@ def test_filter_trained_on_grey_scores_a_colour_photo_as_its_grey_conversion():
     assert [(d.x, d.y, d.score) for d in on_colour] == [
         pytest.approx((d.x, d.y, d.score), abs=1e-5) for d in on_grey
     ]
+
+
+def test_validation_split_keeps_every_group_on_one_side():
+    """A box's mirrored and jittered copies must not sit on both sides of the split."""
+    from patternfind.learn import _stratified_split
+
+    rng = np.random.default_rng(11)
+    y = np.where(np.arange(120) < 40, 1.0, -1.0)
+    groups = np.concatenate([np.arange(40) // 4, 100 + np.arange(80)])  # 10 boxes × 4 copies
+    train, val = _stratified_split(y, groups, 0.2, rng)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(120))
+    assert not set(groups[train]) & set(groups[val])
+    assert len(set(groups[val][y[val] > 0])) == 2  # 20 % of the 10 positive groups
