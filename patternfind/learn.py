@@ -33,6 +33,14 @@ from patternfind.features import FEATURE_KINDS, feature_cell, window_features
 from patternfind.features import (
     feature_options as complete_feature_options,  # the name is a parameter here
 )
+from patternfind.patches import (
+    as_image,
+    check_boxes,
+    check_labels,
+    check_patches,
+    crop_window,
+    patches_from_annotations,
+)
 from patternfind.structures import Filter
 
 LOSSES = ("logistic", "hinge")
@@ -201,11 +209,11 @@ def train_filter(
         learning rate that makes the loss diverge (NaN, inf or ×1000).
     """
     one_of(features, "features", FEATURE_KINDS)
-    patches = _check_patches(patches)
+    patches = check_patches(patches)
     # Record whether the filter saw colour, so that the detector shows it the same.
     options = complete_feature_options(
         features, {"color": patches.ndim == 4, **(feature_options or {})})
-    y = _check_labels(labels, len(patches))
+    y = np.where(check_labels(labels, len(patches)), np.float32(1), np.float32(-1))
     X = window_features(patches, kind=features, options=options)
     feature_shape = X.shape[1:]
     fit = fit_linear(X.reshape(len(X), -1), y, loss=loss, l2=l2, optimizer=optimizer, lr=lr,
@@ -228,50 +236,6 @@ def _make_filter(fit: dict[str, Any], feature_shape: Sequence[int], *, features:
     meta = {"kind": "learned", **fit, **(extra_meta or {})}
     return Filter(weights, bias=bias, name=name, threshold=threshold, score="dot",
                   features=features, window=window, feature_options=dict(options), meta=meta)
-
-
-def _check_patches(patches: Any) -> NDArray[np.float32]:
-    if isinstance(patches, (list, tuple)):
-        if not patches:
-            msg = "`patches` is empty"
-            raise ValueError(msg)
-        shapes = [np.shape(p) for p in patches]
-        for index, shape in enumerate(shapes):
-            if shape != shapes[0]:
-                msg = (f"`patches` have mixed sizes: patch 0 has shape {shapes[0]}, patch "
-                       f"{index} has shape {shape}; resize them to one window first")
-                raise ValueError(msg)
-        patches = np.stack([np.asarray(p) for p in patches])
-    array = np.asarray(patches)
-    if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] not in (1, 3)):
-        msg = f"`patches` must have shape (N, h, w) or (N, h, w, 3), got {array.shape}"
-        raise ValueError(msg)
-    if array.shape[0] == 0:
-        msg = "`patches` is empty"
-        raise ValueError(msg)
-    from patternfind.io import to_float_image
-
-    return to_float_image(array, "patches")
-
-
-def _check_labels(labels: Any, count: int) -> NDArray[np.float32]:
-    array = np.asarray(labels)
-    if array.ndim != 1 or len(array) != count:
-        msg = f"`labels` must have shape ({count},) to match `patches`, got {array.shape}"
-        raise ValueError(msg)
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        msg = f"`labels` must be numbers or booleans, got dtype {array.dtype}"
-        raise TypeError(msg)
-    values = set(np.unique(array).tolist())
-    if not values <= {0, 1, -1}:  # True == 1 and False == 0
-        msg = f"`labels` must be 1/True (object) and 0/False or -1 (background), got {sorted(values)}"
-        raise ValueError(msg)
-    positive = array > 0
-    if positive.all() or not positive.any():
-        which = "positive" if positive.all() else "negative"
-        msg = f"`labels` hold only one class ({which}, {count} samples); training needs both"
-        raise ValueError(msg)
-    return np.where(positive, np.float32(1), np.float32(-1))
 
 
 def fit_linear(
@@ -664,7 +628,6 @@ def train_detector(
         boxes' median (both are named).
     """
     from patternfind.detection import detect
-    from patternfind.patches import as_image, check_boxes, crop_window, patches_from_annotations
 
     one_of(features, "features", FEATURE_KINDS)
     if features == "hog" and feature_options is None:

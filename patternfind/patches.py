@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import non_negative_int, pair_of, positive_int
-from patternfind.io import IMAGE_SUFFIXES, load_image
+from patternfind.io import IMAGE_SUFFIXES, load_image, to_float_image
 from patternfind.nms import box_iou
 from patternfind.scores import prepare_image, to_grey
 from patternfind.structures import Box
@@ -43,13 +43,70 @@ def as_image(image: Any, name: str = "image", *, color: bool = False) -> NDArray
 
 def patches_from_arrays(patches: Any, labels: Any) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
     """Check and convert ready-made patches: ``(N, h, w[, 3])`` plus ``(N,)`` labels."""
-    from patternfind.learn import _check_labels, _check_patches
-
-    array = _check_patches(patches)
-    return array, _check_labels(labels, len(array)) > 0
+    array = check_patches(patches)
+    return array, check_labels(labels, len(array))
 
 
-def patches_from_folders(pos: str | Path, neg: str | Path, *, window: Any,
+def check_patches(patches: Any) -> NDArray[np.float32]:
+    """Check ready-made patches and scale them to [0, 1].
+
+    Parameters
+    ----------
+    patches : (N, h, w), (N, h, w, 1) or (N, h, w, 3) array, or a list of equal-sized patches
+
+    Returns
+    -------
+    (N, h, w[, 3]) float32 array
+    """
+    if isinstance(patches, (list, tuple)):
+        if not patches:
+            msg = "`patches` is empty"
+            raise ValueError(msg)
+        shapes = [np.shape(p) for p in patches]
+        for index, shape in enumerate(shapes):
+            if shape != shapes[0]:
+                msg = (f"`patches` have mixed sizes: patch 0 has shape {shapes[0]}, patch "
+                       f"{index} has shape {shape}; resize them to one window first")
+                raise ValueError(msg)
+        patches = np.stack([np.asarray(p) for p in patches])
+    array = np.asarray(patches)
+    if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] not in (1, 3)):
+        msg = f"`patches` must have shape (N, h, w) or (N, h, w, 3), got {array.shape}"
+        raise ValueError(msg)
+    if array.shape[0] == 0:
+        msg = "`patches` is empty"
+        raise ValueError(msg)
+    return to_float_image(array, "patches")
+
+
+def check_labels(labels: Any, count: int) -> NDArray[np.bool_]:
+    """Check ``count`` labels (1/True object, 0/False or −1 background) with both classes present.
+
+    Returns
+    -------
+    (count,) bool array
+        True for objects.
+    """
+    array = np.asarray(labels)
+    if array.ndim != 1 or len(array) != count:
+        msg = f"`labels` must have shape ({count},) to match `patches`, got {array.shape}"
+        raise ValueError(msg)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        msg = f"`labels` must be numbers or booleans, got dtype {array.dtype}"
+        raise TypeError(msg)
+    values = set(np.unique(array).tolist())
+    if not values <= {0, 1, -1}:  # True == 1 and False == 0
+        msg = f"`labels` must be 1/True (object) and 0/False or -1 (background), got {sorted(values)}"
+        raise ValueError(msg)
+    positive = array > 0
+    if positive.all() or not positive.any():
+        which = "positive" if positive.all() else "negative"
+        msg = f"`labels` hold only one class ({which}, {count} samples); training needs both"
+        raise ValueError(msg)
+    return positive
+
+
+def patches_from_folders(pos: str | Path, neg: str | Path, *, window: Any = None,
                          color: bool = False) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
     """Read every image in ``pos`` (objects) and ``neg`` (background), resized to the window.
 
@@ -57,8 +114,8 @@ def patches_from_folders(pos: str | Path, neg: str | Path, *, window: Any,
     ----------
     pos, neg : str or Path
         Folders of image files (PNG, JPEG, TIFF, BMP, WebP, PNM), any sizes.
-    window : int or (height, width)
-        Patch size in pixels.
+    window : int or (height, width), optional
+        Patch size in pixels. Default: the median size of the positives.
     color : bool
         Keep RGB (True) or convert to grey (default).
 
@@ -72,17 +129,19 @@ def patches_from_folders(pos: str | Path, neg: str | Path, *, window: Any,
     ValueError
         If a folder is missing or holds no images, or a file is not an image.
     """
+    images = {folder_label: [as_image(path, str(path), color=color) for path in image_files(folder)]
+              for folder_label, folder in ((True, pos), (False, neg))}
+    if window is None:
+        sizes = np.array([image.shape[:2] for image in images[True]])
+        window = tuple(int(side) for side in np.median(sizes, axis=0))
     height, width = pair_of(window, "window", positive_int)
-    patches, labels = [], []
-    for folder, label in ((pos, True), (neg, False)):
-        for path in _image_files(folder):
-            image = as_image(path, str(path), color=color)
-            patches.append(_resize(image, height, width))
-            labels.append(label)
-    return np.stack(patches), np.array(labels)
+    patches = [_resize(image, height, width) for label in (True, False) for image in images[label]]
+    labels = np.repeat([True, False], [len(images[True]), len(images[False])])
+    return np.stack(patches), labels
 
 
-def _image_files(folder: str | Path) -> list[Path]:
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files in ``folder``, sorted by name; an error if there are none."""
     folder = Path(folder)
     if not folder.is_dir():
         msg = f"folder not found: {folder}"

@@ -145,18 +145,12 @@ def _check_numbers_early(args: argparse.Namespace) -> None:
 
 
 def _train_from_folders(args: argparse.Namespace, common: dict[str, Any], train_filter: Any) -> Any:
-    import numpy as np
+    from patternfind.patches import patches_from_folders
 
-    from patternfind.io import load_image
-    from patternfind.patches import _image_files, patches_from_folders
-
-    window = args.window
-    if window is None:  # the median size of the positives
-        sizes = np.array([load_image(p).shape[:2] for p in _image_files(args.pos)])
-        window = tuple(int(v) for v in np.median(sizes, axis=0))
-    patches, labels = patches_from_folders(args.pos, args.neg, window=window)
+    # without --window: the median size of the positives
+    patches, labels = patches_from_folders(args.pos, args.neg, window=args.window)
     print(f"{labels.sum()} positive and {(~labels).sum()} negative patches of "
-          f"{window[1]}x{window[0]} pixels", file=sys.stderr)
+          f"{patches.shape[2]}x{patches.shape[1]} pixels", file=sys.stderr)
     return train_filter(patches, labels, **common)
 
 
