@@ -50,15 +50,10 @@ def _rgb01(name: str) -> tuple[float, float, float]:
 
 
 def _display_image(image: NDArray[Any]) -> NDArray[np.float32]:
-    """Image as float in [0, 1], grey or RGB (alpha dropped)."""
-    from patternfind.io import to_float_image
+    """Image as float in [0, 1], grey or RGB (alpha dropped): what the detector sees."""
+    from patternfind.scores import prepare_image
 
-    pixels = to_float_image(image, "image")
-    if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
-        pixels = pixels[..., :-1]
-    if pixels.ndim == 3 and pixels.shape[2] == 1:
-        pixels = pixels[..., 0]
-    return np.clip(pixels, 0, 1)
+    return np.clip(prepare_image(image), 0, 1)
 
 
 # ---------------------------------------------------------------- plots on an Axes
@@ -318,10 +313,9 @@ def draw_evaluation(image: NDArray[Any], detections: Sequence[Detection],
         RGB: true positives green, false positives red, missed boxes blue,
         ignored boxes and the detections on them grey.
     """
-    pixels = _display_image(image)
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., None], 3, axis=2)
-    canvas = np.ascontiguousarray(np.round(pixels * 255).astype(np.uint8))
+    from patternfind.draw import as_rgb8
+
+    canvas = as_rgb8(image)
     thickness = max(1, round(max(canvas.shape[:2]) / 400))
     outcome, matched = match_detections(detections, ground_truth, iou=iou)
     found = set(matched[outcome == TRUE_POSITIVE].tolist())
