@@ -36,7 +36,7 @@ def as_float_array(
         raise TypeError(msg)
     if dtype is None:
         dtype = np.float64 if array.dtype == np.float64 else np.float32
-    array = np.array(array, dtype=dtype, order="C")  # a copy, and keeps 0-d arrays 0-d
+    array = np.asarray(array, dtype=dtype, order="C")  # keeps 0-d arrays 0-d; no needless copy
     if finite:
         check_finite(array, name)
     return array
@@ -44,6 +44,15 @@ def as_float_array(
 
 def check_finite(array: NDArray[Any], name: str) -> None:
     """Raise ``ValueError`` if ``array`` holds NaN or inf, saying how many and where."""
+    if array.dtype.kind in "biu":
+        return
+    # Fast path: NaN and inf survive a sum, which allocates nothing. A finite sum
+    # proves every element finite; an infinite one may be overflow, so look closer.
+    if array.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = np.sum(array, dtype=np.float64)
+        if np.isfinite(total):
+            return
     finite = np.isfinite(array)
     if not finite.all():
         bad = np.argwhere(~finite)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 from numpy.typing import ArrayLike, NDArray
 
 from patternfind._validation import (
@@ -269,7 +269,7 @@ def conv2d(
     (28, 28, 4)
     """
     layer = _ConvLayer.check(x, weights, stride, padding, bias=bias)
-    windows = _windows(layer.padded_input(), layer)  # (N, H', W', Fh, Fw, C) view
+    windows = _windows(layer.padded_input(), layer)  # (N, H', W', Fh, Fw·C) view
     n, out_h, out_w = windows.shape[:3]
     weight_matrix = layer.weight_matrix()
     out = np.empty((n, out_h, out_w, weight_matrix.shape[1]), dtype=weight_matrix.dtype)
@@ -476,13 +476,26 @@ def _check_bias(bias: Any, k: int, dtype: Any) -> NDArray[np.floating] | None:
 
 
 def _windows(padded: NDArray[np.floating], layer: _ConvLayer) -> NDArray[np.floating]:
-    """View of every window, ``(N, H', W', Fh, Fw, C)``: the weights' (Fh, Fw, C) order."""
+    """View of every window, ``(N, H', W', Fh, Fw·C)``: the weights' (Fh, Fw, C) order.
+
+    Within a window row the Fw·C values are contiguous in the channels-last
+    input, so the view's last axis has unit stride and copying it (im2col)
+    moves runs of Fw·C floats instead of gathering C at a time.
+    """
     fh, fw = layer.weights.shape[:2]
     sh, sw = layer.strides
     out_h, out_w = layer.out_hw
-    windows = sliding_window_view(padded, (fh, fw), axis=(1, 2))  # (N, ., ., C, Fh, Fw)
-    windows = windows[:, : (out_h - 1) * sh + 1 : sh, : (out_w - 1) * sw + 1 : sw]
-    return windows.transpose(0, 1, 2, 4, 5, 3)
+    padded = np.ascontiguousarray(padded)
+    n, height, width, channels = padded.shape
+    # strides from the shape: numpy may give length-1 axes any stride, even 0
+    s_c = padded.itemsize
+    s_w, s_h, s_n = channels * s_c, width * channels * s_c, height * width * channels * s_c
+    return as_strided(
+        padded,
+        shape=(n, out_h, out_w, fh, fw * channels),
+        strides=(s_n, s_h * sh, s_w * sw, s_h, s_c),
+        writeable=False,
+    )
 
 
 def _im2col(padded: NDArray[np.floating], layer: _ConvLayer) -> NDArray[np.floating]:

@@ -75,7 +75,7 @@ class Filter:
     def __post_init__(self) -> None:
         # With a mask only the masked-in weights must be finite (checked below).
         weights = as_float_array(self.weights, "weights", dtype=np.float32,
-                                 finite=self.mask is None)
+                                 finite=self.mask is None).copy()  # ours: frozen, never the caller's
         if weights.ndim == 3 and weights.shape[2] == 1:
             weights = weights[..., 0]  # one channel is grey: it scores grey images and grey views
         if weights.ndim not in (2, 3):

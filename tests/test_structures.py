@@ -64,3 +64,25 @@ def test_grey_template_saved_as_rgb_loads_as_a_grey_filter(tmp_path):
     np.testing.assert_allclose(loaded.weights, grey / 255, atol=1e-6)
     found = patternfind.detect(data.camera(), loaded, scales=(1, 1))
     assert (found[0].x, found[0].y) == (200, 200)
+
+
+def test_filter_never_changes_or_freezes_the_callers_array():
+    weights = np.ones((3, 3), np.float32)
+    mask = np.ones((3, 3), bool)
+    mask[0, 0] = False
+    filter_ = Filter(weights, mask=mask)
+    assert weights[0, 0] == 1
+    assert weights.flags.writeable
+    assert filter_.weights[0, 0] == 0
+    assert not filter_.weights.flags.writeable
+
+
+@pytest.mark.parametrize(
+    "values", [[1.0, np.nan], [np.inf, -np.inf], [1e308, np.inf], [-np.inf], [1e308, 1e308, np.nan]]
+)
+def test_check_finite_finds_nan_and_inf_even_when_the_sum_overflows(values):
+    from patternfind._validation import check_finite
+
+    with pytest.raises(ValueError, match="NaN or inf"):
+        check_finite(np.array(values), "x")
+    check_finite(np.array([1e308, 1e308]), "x")  # overflowing but finite: accepted
