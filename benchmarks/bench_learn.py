@@ -147,11 +147,14 @@ def bench_detector(repeats):
         train_seconds.append(time.perf_counter() - start)
     test_key = next(iter(load_annotations(faces / "test.csv")))
     scene = as_image(faces / test_key)
-    detect_seconds, feature_seconds = [], []
+    detect_seconds, single_seconds, feature_seconds = [], [], []
     for _ in range(repeats):
         start = time.perf_counter()
         detect(scene, learned, threshold=0.0, scales=(0.5, 2.0))
         detect_seconds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        detect(scene, learned, threshold=0.0, scales=(0.5, 2.0), workers=1)
+        single_seconds.append(time.perf_counter() - start)
         start = time.perf_counter()
         for scale in pyramid_scales((0.5, 2.0), scale_step=1.1):
             level = resize_to_scale(scene, scale)
@@ -161,9 +164,10 @@ def bench_detector(repeats):
     print(f"train_detector, {len(annotations)} scenes with {boxes} boxes, "
           f"{len(learned.meta['rounds'])} mining rounds: {np.median(train_seconds):.1f} s")
     print(f"detect, learned HOG filter {learned.weights.shape}, 500×375, scales 0.5-2: "
-          f"{1e3 * np.median(detect_seconds):.0f} ms; feature pyramid alone "
-          f"{1e3 * np.median(feature_seconds):.0f} ms "
-          f"({np.median(feature_seconds) / np.median(detect_seconds):.0%} of detect)")
+          f"{1e3 * np.median(detect_seconds):.0f} ms (default threads), "
+          f"{1e3 * np.median(single_seconds):.0f} ms on one thread; feature pyramid alone, "
+          f"one thread: {1e3 * np.median(feature_seconds):.0f} ms "
+          f"({np.median(feature_seconds) / np.median(single_seconds):.0%} of one-thread detect)")
 
 
 def main():
