@@ -48,3 +48,18 @@ def test_first_command_runs_as_a_process(module_or_script):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("samples/astronaut.png") == 2
     assert "2 detections in 1 image" in result.stdout
+
+
+def _python_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+@pytest.mark.parametrize("index", range(len(_python_blocks())))
+def test_readme_python_examples_run(index, tmp_path, monkeypatch):
+    """Every Python example in the README runs as written (files it writes land in tmp_path)."""
+    (tmp_path / "samples").symlink_to(ROOT / "samples")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    code = compile(_python_blocks()[index], f"README.md python block {index}", "exec")
+    exec(code, namespace)  # noqa: S102 (our own README, run on purpose)
