@@ -438,13 +438,7 @@ class _ConvLayer:
         return out.reshape(self.output_shape())
 
     def check_grad_output(self, grad_output: ArrayLike) -> NDArray[np.floating]:
-        grad = as_float_array(grad_output, "grad_output").astype(self.x.dtype, copy=False)
-        if grad.shape != self.output_shape():
-            msg = (
-                f"`grad_output` must have the forward output's shape {self.output_shape()},"
-                f" got {grad.shape}"
-            )
-            raise ValueError(msg)
+        grad = _grad_output(grad_output, self.x.dtype, self.output_shape())
         return grad.reshape(-1, self.weights.shape[3])
 
 
@@ -473,6 +467,20 @@ def _check_bias(bias: Any, k: int, dtype: Any) -> NDArray[np.floating] | None:
         )
         raise ValueError(msg)
     return values
+
+
+def _grad_output(
+    grad_output: ArrayLike, dtype: Any, expected_shape: tuple[int, ...]
+) -> NDArray[np.floating]:
+    """``grad_output`` in the forward input's dtype, or an error if its shape is not the output's."""
+    grad = as_float_array(grad_output, "grad_output").astype(dtype, copy=False)
+    if grad.shape != expected_shape:
+        msg = (
+            f"`grad_output` must have the forward output's shape {expected_shape},"
+            f" got {grad.shape}"
+        )
+        raise ValueError(msg)
+    return grad
 
 
 def _windows(padded: NDArray[np.floating], layer: _ConvLayer) -> NDArray[np.floating]:
@@ -616,14 +624,7 @@ def pool2d_backward(
            [0., 1.]])
     """
     layer = _PoolLayer.check(x, size, stride, mode)
-    grad = as_float_array(grad_output, "grad_output").astype(layer.x.dtype, copy=False)
-    if grad.shape != layer.output_shape():
-        msg = (
-            f"`grad_output` must have the forward output's shape {layer.output_shape()},"
-            f" got {grad.shape}"
-        )
-        raise ValueError(msg)
-    grad = grad.reshape(layer.out_nhwc())
+    grad = _grad_output(grad_output, layer.x.dtype, layer.output_shape()).reshape(layer.out_nhwc())
     grad_x = np.zeros_like(layer.x)
     taps = list(np.ndindex(*layer.size))
     if layer.mode == "avg":
