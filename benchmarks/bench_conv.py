@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from patternfind.conv import conv2d
+from patternfind.layers.conv import conv2d
 
 try:
     import torch

@@ -5,7 +5,7 @@ runs every method once, start position rotated), after one warm-up call each,
 and prints both medians and the ratio patternfind / OpenCV:
 
 1. one 32×32 filter, ncc, one scale, 1920×1080 grey float32:
-   ``patternfind.scores.score_map`` vs ``cv2.matchTemplate(TM_CCOEFF_NORMED)``  (target ≤ 1.2×)
+   ``patternfind.detection.scores.score_map`` vs ``cv2.matchTemplate(TM_CCOEFF_NORMED)``  (target ≤ 1.2×)
 2. K = 8 and 32 filters of 24×24, dot, 1920×1080 grey float32:
    ``patternfind.detect(scales=(1, 1), score="dot")`` with a per-filter
    threshold that lets ~20 pixels per map through (the public path a user
@@ -44,9 +44,9 @@ import time
 import cv2
 import numpy as np
 
-from patternfind.detection import detect
-from patternfind.pyramid import pyramid_scales
-from patternfind.scores import DEFAULT_THRESHOLDS, score_map
+from patternfind.detection.detector import detect
+from patternfind.detection.pyramid import pyramid_scales
+from patternfind.detection.scores import DEFAULT_THRESHOLDS, score_map
 from patternfind.structures import Filter
 
 H, W = 1080, 1920
@@ -193,7 +193,7 @@ def case3(grey: np.ndarray, repeats: int) -> None:
     filter_ = Filter(cut(grey, row, col, 32), name="eye32")
     scales = (1.0, 1.25**16)
     levels = pyramid_scales(scales, scale_step=1.25)
-    # the level sizes patternfind.pyramid.resize_to_scale makes; both sides skip levels the filter misses
+    # the level sizes patternfind.detection.pyramid.resize_to_scale makes; both sides skip levels the filter misses
     sizes = [(max(1, round(W / s)), max(1, round(H / s))) for s in levels]
     scanned = [size for size in sizes if size[0] >= 32 and size[1] >= 32]
     print(f"  3: pyramid_scales({scales[0]:g}, 1.25**16, step 1.25) -> {len(levels)} scales "

@@ -10,7 +10,7 @@
    extraction and set-up included) to the end of the first epoch whose
    training objective is within 1 % of the optimum; the full call with its
    early stopping is reported too.
-2. `patternfind.features.feature_map(kind="hog")` against
+2. `patternfind.layers.features.feature_map(kind="hog")` against
    `skimage.feature.hog` on a 500 × 375 photograph, grey and RGB.
 3. If samples/faces exists (samples/faces/make_faces.py): `train_detector` on
    its first five training scenes (about 20 boxes, two mining rounds), and
@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from skimage import color, data, feature, transform
 
-from patternfind.features import feature_map
+from patternfind.layers.features import feature_map
 from patternfind.learn import objective, train_filter
 
 L2 = 1e-3
@@ -127,11 +127,11 @@ def bench_hog(repeats):
 def bench_detector(repeats):
     from pathlib import Path
 
-    from patternfind.annotations import load_annotations
-    from patternfind.detection import detect
+    from patternfind.detection.detector import detect
+    from patternfind.detection.pyramid import pyramid_scales, resize_to_scale
+    from patternfind.evaluation.annotations import load_annotations
     from patternfind.learn import train_detector
-    from patternfind.patches import as_image
-    from patternfind.pyramid import pyramid_scales, resize_to_scale
+    from patternfind.learn.patches import as_image
 
     faces = Path(__file__).resolve().parents[1] / "samples" / "faces"
     if not (faces / "train.csv").exists():

@@ -1,20 +1,41 @@
 """patternfind: classic pattern detection with hand-crafted and learned filters.
 
-The main entry points:
+The pipeline, one subpackage per stage:
 
-- `detect`: slide filters over an image pyramid and return boxes;
-- `score_map`: one filter's raw score at every position;
-- `train_filter` / `train_detector`: learn a filter by gradient descent, from
-  patches or from annotated images with hard-negative mining;
-- `evaluate` / `compare`: precision, recall and AP of filters on labelled images;
-- `conv2d` / `pool2d` and their backward passes: the lecture's layers;
-- `Filter`, `Detection`, `Box`: the records passed around.
+- `patternfind.layers`: the lecture's conv/pool layers and the feature transforms;
+- `patternfind.detection`: score maps over a pyramid, peaks, NMS, `detect`;
+- `patternfind.evaluation`: annotations, precision/recall/AP, `compare`;
+- `patternfind.learn`: `train_filter` / `train_detector` by gradient descent;
+- `patternfind.show`: drawings and plots.
+
+At the top: the records (`Filter`, `Detection`, `Box`), file I/O (`load_image`,
+`Filter.load`), pixel conversion (`patternfind.pixels`) and the hand-made filter
+bank (`patternfind.filters`). The lecture calculators (`output_size`,
+`num_params`, `dense_params`) live in `patternfind.layers` and are importable
+from here too.
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from patternfind import filters
-from patternfind.annotations import load_annotations, save_annotations
-from patternfind.comparison import compare
-from patternfind.conv import (
+from patternfind.detection import (
+    DetectOptions,
+    box_iou,
+    detect,
+    non_max_suppression,
+    score_map,
+)
+from patternfind.evaluation import (
+    Evaluation,
+    compare,
+    evaluate,
+    load_annotations,
+    load_labelled_images,
+    save_annotations,
+)
+from patternfind.io import load_filter, load_image, save_filter, save_image
+from patternfind.layers import (
     conv2d,
     conv2d_backward,
     dense_params,
@@ -23,22 +44,23 @@ from patternfind.conv import (
     pool2d,
     pool2d_backward,
 )
-from patternfind.detection import detect
-from patternfind.io import load_image
-from patternfind.learn import train_detector, train_filter
-from patternfind.metrics import Evaluation, evaluate
-from patternfind.nms import non_max_suppression
-from patternfind.scores import score_map
+from patternfind.learn import FitOptions, train_detector, train_filter
 from patternfind.structures import Box, Detection, Filter
 
-__version__ = "0.1.0"
+try:
+    __version__ = _version("patternfind")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Box",
+    "DetectOptions",
     "Detection",
     "Evaluation",
     "Filter",
+    "FitOptions",
     "__version__",
+    "box_iou",
     "compare",
     "conv2d",
     "conv2d_backward",
@@ -47,13 +69,17 @@ __all__ = [
     "evaluate",
     "filters",
     "load_annotations",
+    "load_filter",
     "load_image",
+    "load_labelled_images",
     "non_max_suppression",
     "num_params",
     "output_size",
     "pool2d",
     "pool2d_backward",
     "save_annotations",
+    "save_filter",
+    "save_image",
     "score_map",
     "train_detector",
     "train_filter",

@@ -1,6 +1,6 @@
 """Reading and writing files: images, filters, and atomic output.
 
-This is the only module (with the CLI and `patternfind.annotations`) that
+This is the only module (with the CLI and `patternfind.evaluation.annotations`) that
 touches the file system. Everything it writes goes through `atomic_write`, so
 an interrupted run never leaves a half-written file behind.
 """
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from patternfind._validation import check_finite
+from patternfind.pixels import to_float_image
 from patternfind.structures import FILTER_FORMAT_VERSION, Filter
 
 
@@ -125,41 +125,6 @@ def save_image(path: str | Path, image: NDArray[Any]) -> None:
         raise ValueError(msg)
     with atomic_write(path) as temporary:
         encoded.tofile(temporary)
-
-
-def to_float_image(image: Any, name: str = "image") -> NDArray[np.float32]:
-    """Scale pixel values to [0, 1] as float32, whatever the input dtype.
-
-    uint8 is divided by 255, uint16 by 65535, bool becomes 0/1; float input
-    is kept as it is (it is taken to be in [0, 1] already). Other integer
-    types are ambiguous (is an int64 image 8-bit or 16-bit?) and raise.
-
-    Parameters
-    ----------
-    image : (H, W) or (H, W, C) array
-    name : str
-        Parameter name used in error messages.
-
-    Returns
-    -------
-    (H, W) or (H, W, C) float32 array
-    """
-    array = np.asarray(image)
-    if array.dtype in (np.uint8, np.uint16):
-        pixels = array.astype(np.float32)
-        pixels *= np.float32(1 / np.iinfo(array.dtype).max)  # in place: no second image-sized copy
-        return pixels
-    if array.dtype == bool:
-        return array.astype(np.float32)
-    if np.issubdtype(array.dtype, np.floating):
-        array = np.ascontiguousarray(array, dtype=np.float32)
-        check_finite(array, name)
-        return array
-    msg = (
-        f"`{name}` has dtype {array.dtype}; pass uint8, uint16, bool or float "
-        f"(e.g. `{name}.astype(np.uint8)` for 0-255 values)"
-    )
-    raise TypeError(msg)
 
 
 # ---------------------------------------------------------------- filters

@@ -22,6 +22,7 @@ from patternfind._validation import (
     pair_of,
     positive_int,
 )
+from patternfind.pixels import to_float_image
 
 #: Version of the ``.npz`` filter format written by `Filter.save`.
 FILTER_FORMAT_VERSION = 1
@@ -168,14 +169,12 @@ class Filter:
         Parameters
         ----------
         image : (H, W), (H, W, 3) or (H, W, 4) array
-            Any dtype `patternfind.io.to_float_image` accepts; pixel values are
+            Any dtype `patternfind.pixels.to_float_image` accepts; pixel values are
             scaled to [0, 1] so the crop matches the detector's view of images.
             An alpha channel becomes the mask (alpha > 0 counts).
         box : (x, y, w, h) of int
             The crop, in pixels; it must lie inside the image.
         """
-        from patternfind.io import to_float_image
-
         array = np.asarray(image)
         alpha = None
         if array.ndim == 3 and array.shape[2] in (2, 4):  # the alpha channel becomes the mask

@@ -34,7 +34,7 @@ from scipy import ndimage
 from skimage import data, filters, measure, segmentation
 
 from patternfind import Box, Filter
-from patternfind.annotations import save_annotations
+from patternfind.evaluation.annotations import save_annotations
 from patternfind.io import save_image
 
 OUTPUT = Path(__file__).resolve().parent / "coins"
@@ -121,9 +121,9 @@ def _write_report(coin: Filter) -> None:
 
     from PIL import Image  # Pillow comes with matplotlib
 
-    from patternfind.comparison import compare, load_labelled_images
+    from patternfind.evaluation.comparison import compare, load_labelled_images
     from patternfind.io import atomic_write
-    from patternfind.plot import write_report
+    from patternfind.show.plot import write_report
 
     filters = [coin, disc_filter()]
     ground_truth, images = load_labelled_images(OUTPUT / "coins.json")

@@ -16,7 +16,8 @@ import skimage.data
 
 import patternfind
 from patternfind import filters, io
-from patternfind.draw import draw_detections
+from patternfind.pixels import to_float_image
+from patternfind.show.draw import draw_detections
 
 HERE = Path(__file__).resolve().parent
 IRIS_CENTRES = ((203, 100), (246, 102))  # (x, y) of each iris
@@ -25,7 +26,7 @@ EYE_SIZE = (22, 14)  # (w, h)
 
 def eye_crop(photo: np.ndarray) -> np.ndarray:
     """Mean of the two eye crops, each centred on its iris; float32 RGB in [0, 1]."""
-    pixels = io.to_float_image(photo)
+    pixels = to_float_image(photo)
     width, height = EYE_SIZE
     crops = [
         pixels[y - height // 2 : y - height // 2 + height, x - width // 2 : x - width // 2 + width]

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from patternfind.annotations import (
+from patternfind.evaluation.annotations import (
     AnnotationWarning,
     clip_to_image,
     image_paths,

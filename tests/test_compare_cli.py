@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from patternfind.annotations import save_annotations
 from patternfind.cli import main
-from patternfind.comparison import compare
+from patternfind.evaluation.annotations import save_annotations
+from patternfind.evaluation.comparison import compare
 from patternfind.io import load_image, save_image
 from patternfind.structures import Box, Filter
 
@@ -249,7 +249,7 @@ def _axes():
 
 
 def test_plot_filter_is_centred_on_zero_and_shows_each_channel():
-    from patternfind.plot import plot_filter
+    from patternfind.show.plot import plot_filter
 
     weights = np.zeros((4, 8, 3), dtype=np.float32)
     weights[..., 0], weights[..., 1], weights[..., 2] = 0.5, -2.0, 1.0
@@ -267,7 +267,7 @@ def test_plot_filter_is_centred_on_zero_and_shows_each_channel():
 
 
 def test_hog_glyphs_run_along_the_edge():
-    from patternfind.plot import hog_glyphs
+    from patternfind.show.plot import hog_glyphs
 
     weights = np.zeros((1, 2, 2))
     weights[0, 0, 0] = 1.0  # gradient along +x: a vertical edge, drawn as a vertical line
@@ -284,7 +284,7 @@ def test_hog_glyphs_run_along_the_edge():
 
 
 def test_plot_filter_draws_hog_filters_as_positive_and_negative_glyphs():
-    from patternfind.plot import plot_filter
+    from patternfind.show.plot import plot_filter
 
     weights = np.zeros((2, 3, 31), dtype=np.float32)
     weights[0, 0, 18] = 1.0   # unsigned bin 0: vertical edge, positive
@@ -302,7 +302,7 @@ def test_plot_filter_draws_hog_filters_as_positive_and_negative_glyphs():
 
 
 def test_plot_detections_colours_by_outcome():
-    from patternfind.plot import COLORS, plot_detections
+    from patternfind.show.plot import COLORS, plot_detections
     from patternfind.structures import Detection
 
     ax = _axes()
@@ -315,8 +315,8 @@ def test_plot_detections_colours_by_outcome():
 
 
 def test_plot_pr_curves_labels_and_length_check():
-    from patternfind.metrics import evaluate
-    from patternfind.plot import plot_pr_curves
+    from patternfind.evaluation.metrics import evaluate
+    from patternfind.show.plot import plot_pr_curves
     from patternfind.structures import Detection
 
     result = evaluate({"a": [Detection(0, 0, 10, 10, score=1.0)]}, {"a": [Box(0, 0, 10, 10)]})

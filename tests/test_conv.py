@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from scipy.signal import correlate
 from skimage.measure import block_reduce
 
-from patternfind.conv import (
+from patternfind.layers.conv import (
     conv2d,
     conv2d_backward,
     output_size,

@@ -11,9 +11,9 @@ import pytest
 from scipy import ndimage
 from skimage import data
 
-from patternfind.detection import detect, load_filters, scan
-from patternfind.nms import box_iou
-from patternfind.pyramid import pyramid_scales
+from patternfind.detection.detector import detect, load_filters, scan
+from patternfind.detection.nms import box_iou
+from patternfind.detection.pyramid import pyramid_scales
 from patternfind.structures import Detection, Filter
 
 STEP = 1.1

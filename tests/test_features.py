@@ -1,4 +1,4 @@
-"""Tests of patternfind.features against scikit-image's HOG and naive references."""
+"""Tests of patternfind.layers.features against scikit-image's HOG and naive references."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage import color, data, feature, transform
 
-from patternfind.features import (
+from patternfind.layers.features import (
     _cell_histograms,
     feature_channels,
     feature_map,

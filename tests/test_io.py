@@ -18,9 +18,9 @@ from patternfind.io import (
     load_image,
     save_filter,
     save_image,
-    to_float_image,
     write_text,
 )
+from patternfind.pixels import to_float_image
 from patternfind.structures import FILTER_FORMAT_VERSION, Filter
 
 
@@ -84,7 +84,7 @@ def test_load_grey_with_alpha_comes_back_as_rgba(tmp_path, rng):
 
 
 def test_loaded_odd_formats_work_in_detect(tmp_path, rng):
-    from patternfind.detection import detect
+    from patternfind.detection.detector import detect
 
     grey_alpha = rng.integers(0, 256, (40, 50, 2), dtype=np.uint8)
     Image.fromarray(grey_alpha, mode="LA").save(tmp_path / "la.png")

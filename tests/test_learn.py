@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from patternfind.features import window_features
+from patternfind.evaluation.metrics import best_f1_threshold
+from patternfind.layers.features import window_features
 from patternfind.learn import (
-    best_f1_threshold,
     loss_forward,
     objective,
     train_detector,
     train_filter,
 )
-from patternfind.patches import crop_window, patches_from_annotations, sample_negative_boxes
+from patternfind.learn.patches import crop_window, patches_from_annotations, sample_negative_boxes
 from patternfind.structures import Box, Filter
 
 DIGITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits.png"
@@ -227,7 +227,7 @@ def test_grey_pixel_filter_has_two_dimensional_weights_and_scores_like_a_dot_pro
     assert fitted.weights.shape == (10, 10)
     assert fitted.window == (10, 10)
     # the detector's dot score of a patch is exactly the learned linear score
-    from patternfind.scores import score_map
+    from patternfind.detection.scores import score_map
 
     for patch in patches[:5]:
         expected = float(np.sum(patch.astype(np.float64) * fitted.weights)) + fitted.bias
@@ -429,7 +429,7 @@ def test_patches_from_annotations_crop_boxes_and_sample_negatives_away_from_them
 
 
 def test_train_detector_finds_held_out_targets_on_whole_images():
-    from patternfind.detection import detect
+    from patternfind.detection.detector import detect
 
     train = [_scene(seed) for seed in range(4)]
     fitted = train_detector([image for image, _ in train], [boxes for _, boxes in train],
@@ -475,8 +475,8 @@ def test_train_detector_bad_input():
 
 def test_detect_scores_equal_the_trained_score_of_the_window(tmp_path):
     """The detector's score at a box is ⟨w, φ(window)⟩ + b as training computes it."""
-    from patternfind.detection import detect
-    from patternfind.features import window_features
+    from patternfind.detection.detector import detect
+    from patternfind.layers.features import window_features
 
     train = [_scene(seed) for seed in range(3)]
     fitted = train_detector([image for image, _ in train], [boxes for _, boxes in train],
@@ -503,8 +503,8 @@ def test_filter_trained_on_grey_scores_a_colour_photo_as_its_grey_conversion():
     """A grey-trained feature filter must not see colour features the training never saw."""
     from skimage import data
 
-    from patternfind.detection import detect
-    from patternfind.scores import prepare_image, to_grey
+    from patternfind.detection.detector import detect
+    from patternfind.pixels import prepare_image, to_grey
 
     train = [_scene(seed) for seed in range(3)]  # grey scenes
     fitted = train_detector([image for image, _ in train], [boxes for _, boxes in train],
@@ -521,7 +521,7 @@ def test_filter_trained_on_grey_scores_a_colour_photo_as_its_grey_conversion():
 
 def test_validation_split_keeps_every_group_on_one_side():
     """A box's mirrored and jittered copies must not sit on both sides of the split."""
-    from patternfind.learn import _stratified_split
+    from patternfind.learn.optimize import _stratified_split
 
     rng = np.random.default_rng(11)
     y = np.where(np.arange(120) < 40, 1.0, -1.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from patternfind.conv import conv2d, dense_params, num_params, output_size, pool2d
+from patternfind.layers.conv import conv2d, dense_params, num_params, output_size, pool2d
 
 
 @pytest.fixture

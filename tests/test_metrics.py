@@ -13,7 +13,7 @@ from pycocotools import coco as pycocotools_coco
 from pycocotools import cocoeval as pycocotools_eval
 from pycocotools import mask as pycocotools_mask
 
-from patternfind.metrics import (
+from patternfind.evaluation.metrics import (
     FALSE_POSITIVE,
     IGNORED,
     TRUE_POSITIVE,

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patternfind.nms import box_iou, non_max_suppression
-from patternfind.peaks import find_peaks
-from patternfind.pyramid import pyramid_scales, resize_to_scale
+from patternfind.detection.nms import box_iou, non_max_suppression
+from patternfind.detection.peaks import find_peaks
+from patternfind.detection.pyramid import pyramid_scales, resize_to_scale
 
 # ----------------------------------------------------------------- references
 

@@ -2,7 +2,7 @@
 
 References: ``cv2.matchTemplate`` (TM_CCOEFF_NORMED, TM_CCORR_NORMED),
 ``skimage.feature.match_template`` (grey only: its colour NCC removes one mean
-over all channels), ``scipy.signal.correlate``, `patternfind.conv.conv2d`, and
+over all channels), ``scipy.signal.correlate``, `patternfind.layers.conv.conv2d`, and
 float64 sliding-window formulas written here (plain and masked).
 """
 
@@ -16,8 +16,8 @@ from scipy.signal import correlate
 from skimage import data
 from skimage.feature import match_template
 
-from patternfind.conv import conv2d
-from patternfind.scores import FLAT_VARIANCE, score_map
+from patternfind.detection.scores import FLAT_VARIANCE, score_map
+from patternfind.layers.conv import conv2d
 from patternfind.structures import Filter
 
 TOLERANCE = 1e-4

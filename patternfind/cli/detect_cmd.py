@@ -19,8 +19,8 @@ from patternfind.cli._common import (
     add_version,
     detection_options,
 )
-from patternfind.detection import load_filters, scan
-from patternfind.draw import draw_detections, heatmap
+from patternfind.detection.detector import load_filters, scan
+from patternfind.show.draw import draw_detections, heatmap
 
 EXAMPLES = """\
 examples:

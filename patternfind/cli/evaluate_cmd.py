@@ -138,7 +138,7 @@ def run_compare(args: argparse.Namespace) -> int:
     else:
         print(_compare_table(evaluations))
     if args.report is not None:
-        from patternfind.plot import write_report
+        from patternfind.show.plot import write_report
 
         example = write_report(args.report, evaluations, filters, pixels, score=args.score,
                                title=f"patternfind compare on {Path(args.annotations).name}")
@@ -149,8 +149,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, filters: list[Any]) -> tuple[list[Any], dict[str, Any]]:
     """Load the labelled images once, then compare the filters on them."""
-    from patternfind.annotations import AnnotationWarning, image_paths, load_annotations
-    from patternfind.comparison import compare, load_labelled_images
+    from patternfind.evaluation.annotations import AnnotationWarning, image_paths, load_annotations
+    from patternfind.evaluation.comparison import compare, load_labelled_images
 
     if not 0 < args.iou <= 1:
         msg = f"--iou must be in (0, 1], got {args.iou:g}"
@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace, filters: list[Any]) -> tuple[list[Any], dict[
 def _select_images(images: list[str], annotations: dict[str, Any], annotation_path: str
                    ) -> dict[str, Path]:
     """Map image paths from the command line to annotation keys."""
-    from patternfind.annotations import image_paths
+    from patternfind.evaluation.annotations import image_paths
 
     known = {path.resolve(): key
              for key, path in image_paths(annotations, annotation_path, check=False).items()}
@@ -236,7 +236,7 @@ def _compare_table(evaluations: list[Any]) -> str:
 
 def _draw(folder: Path, evaluation: Any, pixels: dict[str, Any]) -> None:
     from patternfind.io import save_image
-    from patternfind.plot import draw_evaluation
+    from patternfind.show.plot import draw_evaluation
 
     for key, image in evaluation.images.items():
         counted = [d for d, keep in zip(image.detections, image.counted, strict=True) if keep]

@@ -17,7 +17,7 @@ import numpy as np
 
 from patternfind import filters, io
 from patternfind.cli._common import Parser, UsageError, add_version
-from patternfind.scores import to_grey
+from patternfind.pixels import to_float_image, to_grey
 from patternfind.structures import Filter
 
 MAKE_FILTER_EPILOG = """\
@@ -167,8 +167,8 @@ def run_crop(args: argparse.Namespace) -> int:
     if args.grey and image.ndim == 3 and image.shape[2] in (3, 4):
         # the detector's own grey conversion, so that the crop scores 1 at its source;
         # an alpha channel rides along and becomes the mask in Filter.from_image
-        grey = to_grey(io.to_float_image(image[..., :3]))
-        alpha = io.to_float_image(image[..., 3:])
+        grey = to_grey(to_float_image(image[..., :3]))
+        alpha = to_float_image(image[..., 3:])
         image = np.dstack([grey, alpha]) if alpha.size else grey
     name = args.name if args.name is not None else args.output.stem
     filter_ = Filter.from_image(image, args.box, name=name,

@@ -145,7 +145,7 @@ def _check_numbers_early(args: argparse.Namespace) -> None:
 
 
 def _train_from_folders(args: argparse.Namespace, common: dict[str, Any], train_filter: Any) -> Any:
-    from patternfind.patches import patches_from_folders
+    from patternfind.learn.patches import patches_from_folders
 
     # without --window: the median size of the positives
     patches, labels = patches_from_folders(args.pos, args.neg, window=args.window)
@@ -156,7 +156,7 @@ def _train_from_folders(args: argparse.Namespace, common: dict[str, Any], train_
 
 def _train_from_annotations(args: argparse.Namespace, common: dict[str, Any],
                             train_detector: Any) -> Any:
-    from patternfind.annotations import image_paths, load_annotations
+    from patternfind.evaluation.annotations import image_paths, load_annotations
 
     annotations = load_annotations(args.annotations)
     if args.images is not None:

@@ -1,7 +1,7 @@
 """Train a HOG detector on samples/faces/train and compare it with a mean-face template.
 
 Both run over the held-out test scenes (other faces, other backgrounds) with
-`patternfind.detect`; AP@0.5 comes from `patternfind.metrics.evaluate`.
+`patternfind.detect`; AP@0.5 comes from `patternfind.evaluation.metrics.evaluate`.
 
 - learned: `patternfind.learn.train_detector` on train.csv (HOG, hard negatives);
   its threshold is the best-F1 detection cut on the training scenes.
@@ -32,13 +32,18 @@ from pathlib import Path
 
 import numpy as np
 
-from patternfind.annotations import load_annotations
-from patternfind.comparison import compare
-from patternfind.detection import detect
-from patternfind.learn import best_f1_threshold, train_detector
-from patternfind.metrics import TRUE_POSITIVE, evaluate, match_detections
-from patternfind.patches import as_image, crop_window
-from patternfind.plot import write_report
+from patternfind.detection.detector import detect
+from patternfind.evaluation.annotations import load_annotations
+from patternfind.evaluation.comparison import compare
+from patternfind.evaluation.metrics import (
+    TRUE_POSITIVE,
+    best_f1_threshold,
+    evaluate,
+    match_detections,
+)
+from patternfind.learn import train_detector
+from patternfind.learn.patches import as_image, crop_window
+from patternfind.show.plot import write_report
 from patternfind.structures import Filter
 
 HERE = Path(__file__).resolve().parent

@@ -53,7 +53,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import as_float_array, flag, non_negative_int, one_of, positive_int
-from patternfind.scores import to_grey
+from patternfind.pixels import to_grey
 from patternfind.structures import FEATURE_KINDS
 
 BLOCK_NORMS = ("L2-Hys", "L2", "L1")
@@ -227,7 +227,7 @@ def _batch_features(images: NDArray[np.float32], kind: str,
 
 
 def _grey(images: NDArray[np.float32]) -> NDArray[np.float32]:
-    """The detector's grey (`patternfind.scores.to_grey`) of (N, H, W[, 3]) images."""
+    """The detector's grey (`patternfind.pixels.to_grey`) of (N, H, W[, 3]) images."""
     if images.ndim == 3:
         return images
     count, height, width = images.shape[:3]

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from patternfind.pixels import as_rgb8
 from patternfind.structures import Detection
 
 # Tableau-10 colours (RGB): distinct, legible on photos, one per label.
@@ -20,16 +21,6 @@ PALETTE = (
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
 )
-
-
-def as_rgb8(image: Any) -> NDArray[np.uint8]:
-    """A uint8 RGB copy of a grey, RGB or RGBA image of any supported dtype."""
-    from patternfind.scores import prepare_image
-
-    pixels = prepare_image(image)
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., None], 3, axis=2)
-    return np.clip(pixels * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
 def draw_detections(
@@ -100,7 +91,7 @@ def heatmap(
     ----------
     shape : tuple
         The input image's shape; only (H, W) is used.
-    level_maps : sequence of `patternfind.detection.LevelMap`
+    level_maps : sequence of `patternfind.detection.detector.LevelMap`
     value_range : (low, high), optional
         Scores mapped to the ends of the colour map (default: the scores'
         own range; (−1, 1) suits ncc).

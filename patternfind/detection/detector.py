@@ -1,9 +1,9 @@
 """The detector: scan filters over an image pyramid, pick peaks, remove overlaps.
 
 ``detect`` = for every pyramid level and filter: a score map
-(`patternfind.scores`), its thresholded local maxima (`patternfind.peaks`),
+(`patternfind.detection.scores`), its thresholded local maxima (`patternfind.detection.peaks`),
 boxes mapped back to input pixels; then non-maximum suppression across all
-levels and filters (`patternfind.nms`).
+levels and filters (`patternfind.detection.nms`).
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind import io
-from patternfind._validation import finite_float, flag, positive_int
-from patternfind.nms import non_max_suppression
-from patternfind.parallel import map_in_threads, resolve_workers
-from patternfind.peaks import find_peaks
-from patternfind.pyramid import pyramid_scales, resize_to_scale
-from patternfind.scores import (
+from patternfind._validation import finite_float
+from patternfind.detection.nms import non_max_suppression
+from patternfind.detection.options import DetectOptions
+from patternfind.detection.parallel import map_in_threads, resolve_workers
+from patternfind.detection.peaks import find_peaks
+from patternfind.detection.pyramid import pyramid_scales, resize_to_scale
+from patternfind.detection.scores import (
     DEFAULT_THRESHOLDS,
     FLAT_VARIANCE,
     match_channels,
-    prepare_image,
     score_pixels,
-    to_grey,
 )
+from patternfind.pixels import prepare_image, to_grey
 from patternfind.structures import SCORE_KINDS, Detection, Filter
 
 #: A box with more than this fraction of its area inside a better box is a
@@ -79,15 +79,8 @@ def detect(
     image: ImageLike,
     filters: FilterLike | Sequence[FilterLike],
     *,
-    threshold: float | None = None,
-    score: str | None = None,
-    scales: tuple[float, float] = (0.5, 2.0),
-    scale_step: float = 1.1,
-    nms_iou: float = 0.3,
-    per_label: bool = False,
-    max_detections: int | None = None,
-    subpixel: bool = False,
-    workers: int | None = None,
+    options: DetectOptions | None = None,
+    **search_options: Any,
 ) -> list[Detection]:
     """Find every occurrence of the filters in an image, at every scale.
 
@@ -100,70 +93,52 @@ def detect(
     filters : Filter, path, or a list of them
         Grey filters score the grey conversion of a colour image; colour
         filters need a colour image.
-    threshold : float, optional
-        Keep peaks scoring at least this. Default: each filter's own
-        ``threshold``, else `DEFAULT_THRESHOLDS` (ncc 0.8, cosine 0.95). A
-        ``"dot"`` score has no universal scale, so it needs one.
-    score : {"ncc", "dot", "cosine"}, optional
-        Default: each filter's own ``score``, else ``"ncc"`` for pixel
-        filters and ``"dot"`` for feature filters (their only score).
-    scales : (min, max) of float
-        Object sizes to search, as multiples of the filter size. ``(1, 1)``
-        scans the input size only.
-    scale_step : float
-        Ratio between pyramid levels (> 1).
-    nms_iou : float
-        A box overlapping a better one by more than this IoU is dropped, and
-        so is a box lying mostly (`CONTAINED_FRACTION`) inside a better one.
-    per_label : bool
-        If True, boxes of different filters never suppress each other.
-    max_detections : int, optional
-        Keep at most this many boxes.
-    subpixel : bool
-        Refine peak positions by a quadratic fit.
-    workers : int, optional
-        Threads (default ``cv2.getNumThreads()``).
+    options : DetectOptions, optional
+        The search options as one record.
+    **search_options
+        Any `DetectOptions` field by keyword, overriding ``options``:
+        ``threshold``, ``score``, ``scales``, ``scale_step``, ``nms_iou``,
+        ``per_label``, ``max_detections``, ``subpixel``, ``workers``.
 
     Returns
     -------
     list of Detection
         Best score first; boxes in input-image pixels, inside the image.
+
+    Examples
+    --------
+    >>> import patternfind
+    >>> boxes = patternfind.detect("samples/astronaut.png", "samples/eye.npy")
+    >>> [(box.x, box.y) for box in boxes]
+    [(192.0, 93.0), (235.0, 95.0)]
     """
-    detections, _ = scan(
-        image, filters, threshold=threshold, score=score, scales=scales,
-        scale_step=scale_step, nms_iou=nms_iou, per_label=per_label,
-        max_detections=max_detections, subpixel=subpixel, workers=workers,
-    )
-    return detections
+    return scan(image, filters, options=options, keep_maps=False, **search_options)[0]
 
 
 def scan(
     image: ImageLike,
     filters: FilterLike | Sequence[FilterLike],
     *,
-    threshold: float | None = None,
-    score: str | None = None,
-    scales: tuple[float, float] = (0.5, 2.0),
-    scale_step: float = 1.1,
-    nms_iou: float = 0.3,
-    per_label: bool = False,
-    max_detections: int | None = None,
-    subpixel: bool = False,
-    workers: int | None = None,
-    keep_maps: bool = False,
+    options: DetectOptions | None = None,
+    keep_maps: bool = True,
+    **search_options: Any,
 ) -> tuple[list[Detection], list[LevelMap]]:
-    """`detect`, also returning every level's score map when ``keep_maps`` (for heat maps)."""
+    """`detect`, also returning every level's score maps (for heat maps).
+
+    Takes the same arguments as `detect`. With ``keep_maps=False`` the list
+    of maps is empty.
+
+    Returns
+    -------
+    detections : list of Detection
+    maps : list of LevelMap
+        Each filter's score map at each pyramid level.
+    """
+    options = DetectOptions.build(options, search_options)
     pixels = prepare_image(io.load_image(image) if isinstance(image, (str, Path)) else image)
-    plans = [_plan(f, threshold, score) for f in load_filters(filters)]
-    levels = pyramid_scales(scales, scale_step=scale_step)
-    nms_iou = finite_float(nms_iou, "nms_iou")
-    if not 0 <= nms_iou <= 1:
-        msg = f"`nms_iou` must be in [0, 1], got {nms_iou!r}"
-        raise ValueError(msg)
-    if max_detections is not None:
-        max_detections = positive_int(max_detections, "max_detections")
-    subpixel, per_label = flag(subpixel, "subpixel"), flag(per_label, "per_label")
-    workers = resolve_workers(workers)
+    plans = [_plan(f, options.threshold, options.score) for f in load_filters(filters)]
+    levels = pyramid_scales(options.scales, scale_step=options.scale_step)
+    workers = resolve_workers(options.workers)
     for plan in plans:
         if plan.filter.features == "pixels":
             match_channels(pixels, plan.filter)  # fail early on a colour filter and a grey image
@@ -173,14 +148,16 @@ def scan(
     # single level the threads split its rows instead.
     inner_workers = workers if len(levels) == 1 else 1
     results = map_in_threads(
-        lambda scale: _scan_level(pixels, scale, plans, subpixel, inner_workers, keep_maps),
+        lambda scale: _scan_level(pixels, scale, plans, options.subpixel, inner_workers, keep_maps),
         levels,
         workers,
     )
     candidates = [candidate for found, _ in results for candidate in found]
     maps = [level_map for _, level_maps in results for level_map in level_maps]
     names = [plan.filter.name for plan in plans]
-    return _suppress(candidates, names, nms_iou, per_label, max_detections), maps
+    detections = _suppress(candidates, names, options.nms_iou, options.per_label,
+                           options.max_detections)
+    return detections, maps
 
 
 def load_filters(filters: FilterLike | Sequence[FilterLike]) -> list[Filter]:
@@ -350,7 +327,7 @@ def _feature_maps(
     for plan in plans:
         filter_ = plan.filter
         if filter_.features != "pixels" and _feature_key(filter_) not in maps:
-            from patternfind.features import feature_map
+            from patternfind.layers.features import feature_map
 
             maps[_feature_key(filter_)] = feature_map(
                 level, kind=filter_.features, options=filter_.feature_options
@@ -362,7 +339,7 @@ def _feature_scores(
     features: NDArray[np.float32], filter_: Filter
 ) -> NDArray[np.float32] | None:
     """⟨w, φ⟩ + b at every cell of a feature map; None if the filter does not fit."""
-    from patternfind.conv import conv2d
+    from patternfind.layers.conv import conv2d
 
     weights = filter_.weights if filter_.weights.ndim == 3 else filter_.weights[..., None]
     if features.shape[2] != weights.shape[2]:

@@ -29,8 +29,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.signal import correlate
 
-from patternfind.io import to_float_image
-from patternfind.parallel import map_in_threads, resolve_workers
+from patternfind.detection.parallel import map_in_threads, resolve_workers
+from patternfind.pixels import prepare_image, to_grey
 from patternfind.structures import SCORE_KINDS, Filter
 
 #: Variance (summed over channels, pixel values in [0, 1]) below which a window is flat.
@@ -44,39 +44,6 @@ _MIN_STRIPE_ROWS = 96
 # Pixel values (rows × columns × channels) above which a map is split anyway,
 # to bound scratch memory: each stripe's float64 window statistics take 8 bytes a value.
 _MAX_STRIPE_VALUES = 4 * 2**20
-
-
-def prepare_image(image: Any, name: str = "image") -> NDArray[np.float32]:
-    """Pixel values scaled to [0, 1] as float32, with any alpha channel dropped.
-
-    Parameters
-    ----------
-    image : (H, W), (H, W, 1), (H, W, 2), (H, W, 3) or (H, W, 4) array
-        Grey, grey+alpha, RGB or RGBA; uint8, uint16, bool or float.
-
-    Returns
-    -------
-    (H, W) or (H, W, 3) float32 array
-    """
-    array = np.asarray(image)
-    if array.ndim == 3 and array.shape[2] in (2, 4):
-        array = array[..., :-1]  # alpha says where the photo is opaque, not what it shows
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
-        msg = f"`{name}` must be (H, W) grey or (H, W, 3|4) colour, got shape {array.shape}"
-        raise ValueError(msg)
-    if 0 in array.shape:
-        msg = f"`{name}` is empty (shape {array.shape})"
-        raise ValueError(msg)
-    return np.ascontiguousarray(to_float_image(array, name))
-
-
-def to_grey(image: NDArray[np.float32]) -> NDArray[np.float32]:
-    """ITU-R 601 luma (OpenCV's RGB→grey) of an (H, W, 3) float32 image; grey passes through."""
-    if image.ndim == 2:
-        return image
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
 def match_channels(image: NDArray[np.float32], filter_: Filter) -> NDArray[np.float32]:

@@ -13,8 +13,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import finite_float
-from patternfind.annotations import AnnotationWarning, clip_to_image, image_paths, load_annotations
-from patternfind.metrics import Evaluation, evaluate
+from patternfind.evaluation.annotations import (
+    AnnotationWarning,
+    clip_to_image,
+    image_paths,
+    load_annotations,
+)
+from patternfind.evaluation.metrics import Evaluation, evaluate
 from patternfind.structures import Box, Filter
 
 __all__ = ["compare", "load_labelled_images"]
@@ -71,7 +76,7 @@ def compare(
         image is missing, or a box lies outside its image. Boxes partly
         outside are clipped with an `AnnotationWarning`.
     """
-    from patternfind.detection import detect
+    from patternfind.detection.detector import detect
     from patternfind.io import load_filter
 
     if isinstance(filters, (Filter, str, Path)):
@@ -103,7 +108,7 @@ def compare(
 def _rank_thresholds(rank_thresholds: Sequence[float | None] | None, filters: Sequence[Filter],
                      detect_options: Mapping[str, Any]) -> list[tuple[float | None, float | None]]:
     """(detection threshold, operating threshold or None) per filter; None: detect as given."""
-    from patternfind.detection import operating_point
+    from patternfind.detection.detector import operating_point
 
     if rank_thresholds is None:
         return [(None, None)] * len(filters)

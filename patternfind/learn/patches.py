@@ -4,7 +4,7 @@ Every function returns ``(patches, labels)``: an ``(N, h, w)`` (or
 ``(N, h, w, 3)``) float32 array of windows in [0, 1] and an ``(N,)`` bool
 array, True for the object. Windows are ``window = (height, width)`` pixels,
 plus ``context`` pixels on every side when asked (see
-`patternfind.features.window_features`).
+`patternfind.layers.features.window_features`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import non_negative_int, pair_of, positive_int
-from patternfind.io import IMAGE_SUFFIXES, load_image, to_float_image
-from patternfind.nms import box_iou
-from patternfind.scores import prepare_image, to_grey
+from patternfind.detection.nms import box_iou
+from patternfind.io import IMAGE_SUFFIXES, load_image
+from patternfind.pixels import prepare_image, to_float_image, to_grey
 from patternfind.structures import Box
 
 #: Negatives overlap every box by less than this IoU.
@@ -30,7 +30,7 @@ NEGATIVE_IOU = 0.3
 def as_image(image: Any, name: str = "image", *, color: bool = False) -> NDArray[np.float32]:
     """A path or an array as a float32 image in [0, 1]: grey unless ``color`` (then RGB).
 
-    The same conversion the detector applies (`patternfind.scores.prepare_image`),
+    The same conversion the detector applies (`patternfind.pixels.prepare_image`),
     so that training and detection see the same pixels.
     """
     if isinstance(image, (str, Path)):
@@ -244,7 +244,7 @@ def patches_from_annotations(
     images : mapping of str to (H, W[, C]) array or path
         The images, keyed like ``annotations``.
     annotations : mapping of str to sequence of Box
-        True boxes per image (`patternfind.annotations.load_annotations`).
+        True boxes per image (`patternfind.evaluation.annotations.load_annotations`).
         Boxes marked ``ignore`` give no positive, and no negative overlaps them.
     window : int or (height, width)
         Patch size in pixels; every box is resized to it.

@@ -22,7 +22,13 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from patternfind.metrics import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, Evaluation, match_detections
+from patternfind.evaluation.metrics import (
+    FALSE_POSITIVE,
+    IGNORED,
+    TRUE_POSITIVE,
+    Evaluation,
+    match_detections,
+)
 from patternfind.structures import Box, Detection, Filter
 
 __all__ = [
@@ -51,7 +57,7 @@ def _rgb01(name: str) -> tuple[float, float, float]:
 
 def _display_image(image: NDArray[Any]) -> NDArray[np.float32]:
     """Image as float in [0, 1], grey or RGB (alpha dropped): what the detector sees."""
-    from patternfind.scores import prepare_image
+    from patternfind.pixels import prepare_image
 
     return np.clip(prepare_image(image), 0, 1)
 
@@ -132,7 +138,7 @@ def hog_glyphs(orientation_weights: NDArray[Any], angles: NDArray[Any], *,
     ----------
     orientation_weights : (h, w, n) array
         Non-negative weight per cell and orientation, as from
-        `patternfind.features.hog_orientation_weights` (clip the sign you want to show).
+        `patternfind.layers.features.hog_orientation_weights` (clip the sign you want to show).
     angles : (n,) array
         Gradient direction of each orientation in degrees (+x towards +y, downwards).
     cell_pixels : int
@@ -173,7 +179,7 @@ def hog_glyphs(orientation_weights: NDArray[Any], angles: NDArray[Any], *,
 
 def _plot_hog_filter(ax: Any, filter_: Filter) -> Any:
     """Positive and negative HOG glyphs side by side, on one brightness scale."""
-    from patternfind.features import hog_orientation_weights
+    from patternfind.layers.features import hog_orientation_weights
 
     folded, angles = hog_orientation_weights(filter_.weights, filter_.feature_options)
     largest = float(np.abs(folded).max()) or 1.0
@@ -255,10 +261,10 @@ def plot_detections(ax: Any, image: NDArray[Any], detections: Sequence[Detection
     ----------
     ax : matplotlib.axes.Axes
     image : (H, W) or (H, W, C) array
-        Any dtype `patternfind.io.to_float_image` accepts.
+        Any dtype `patternfind.pixels.to_float_image` accepts.
     detections : sequence of Detection
     ground_truth : sequence of Box, optional
-        With it, detections are matched (`patternfind.metrics.match_detections`)
+        With it, detections are matched (`patternfind.evaluation.metrics.match_detections`)
         and drawn green (true positive), red (false positive) or grey
         (on an ignore box), and missed boxes dashed blue. Without it, all
         detections are red.
@@ -313,7 +319,7 @@ def draw_evaluation(image: NDArray[Any], detections: Sequence[Detection],
         RGB: true positives green, false positives red, missed boxes blue,
         ignored boxes and the detections on them grey.
     """
-    from patternfind.draw import as_rgb8
+    from patternfind.pixels import as_rgb8
 
     canvas = as_rgb8(image)
     thickness = max(1, round(max(canvas.shape[:2]) / 400))

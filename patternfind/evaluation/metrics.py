@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import finite_float
-from patternfind.nms import box_iou  # re-exported: metrics users need it too
+from patternfind.detection.nms import box_iou  # re-exported: metrics users need it too
 from patternfind.structures import Box, Detection
 
 __all__ = [
@@ -349,3 +349,87 @@ def evaluate(
         threshold=threshold,
         iou=iou,
     )
+
+
+def best_f1_threshold(scores: NDArray[np.floating], positive: NDArray[np.bool_], *,
+                      total_positives: int | None = None) -> tuple[float, float]:
+    """The score cut with the best F1 for ``score ≥ threshold`` ⇒ positive.
+
+    Parameters
+    ----------
+    scores : (N,) array
+    positive : (N,) bool array
+        True for the samples that should score above the threshold.
+    total_positives : int, optional
+        Number of positives in all, if some are missing from ``scores``
+        (objects the detector never reported); default ``positive.sum()``.
+
+    Returns
+    -------
+    threshold : float
+        Midway between the lowest score accepted at the best cut and the next
+        lower score (just below the lowest score when every sample is
+        accepted). Among equally good cuts, the highest is taken.
+    f1 : float
+        F1 at that threshold.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_positive = scores[order], positive[order]
+    true_positives = np.cumsum(sorted_positive)
+    accepted = np.arange(1, len(scores) + 1)
+    total = positive.sum() if total_positives is None else total_positives
+    f1 = 2 * true_positives / (accepted + total)
+    # a cut can only fall between distinct scores
+    valid = np.append(sorted_scores[1:] < sorted_scores[:-1], True)
+    f1 = np.where(valid, f1, -1)
+    k = int(np.argmax(f1))  # first maximum: the highest cut
+    if k + 1 < len(scores):
+        threshold = 0.5 * (sorted_scores[k] + sorted_scores[k + 1])
+    else:
+        threshold = sorted_scores[k] - max(1e-6, 1e-6 * abs(sorted_scores[k]))
+    return float(threshold), float(f1[k])
+
+
+def detection_threshold(
+    detections: Mapping[str, Sequence[Detection]],
+    ground_truth: Mapping[str, Sequence[Box]],
+    *,
+    iou: float = 0.5,
+) -> tuple[float | None, float]:
+    """The detection score cut with the best F1 over whole images.
+
+    Every detection is matched to the true boxes of its image as `evaluate`
+    does; the cut is then `best_f1_threshold` over the matched flags, with
+    every true box not found counted as a miss.
+
+    Parameters
+    ----------
+    detections : mapping of image key to list of Detection
+        Detections ranked below any plausible threshold (so that the cut
+        has room to move).
+    ground_truth : mapping of image key to list of Box
+        True boxes; ignore boxes are neither hits nor misses.
+    iou : float
+        Overlap a detection needs with a true box to count.
+
+    Returns
+    -------
+    threshold : float or None
+        None when no detection hits a true box.
+    f1 : float
+        F1 at that threshold (0 when there is none).
+    """
+    scores: list[float] = []
+    hits: list[bool] = []
+    total = 0
+    for key, boxes in ground_truth.items():
+        found = list(detections.get(key, ()))
+        outcome, _ = match_detections(found, boxes, iou=iou)
+        scores.extend(d.score for d in found)
+        hits.extend(outcome == TRUE_POSITIVE)
+        total += sum(not box.ignore for box in boxes)
+    if not any(hits):
+        return None, 0.0
+    return best_f1_threshold(np.array(scores), np.array(hits), total_positives=total)

@@ -1,0 +1,100 @@
+"""The detector's search options, as one record shared by every entry point.
+
+`detect`, `scan`, the CLI and the evaluation commands all take the same
+options; they are documented and checked here once, so that a new option is
+added in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from patternfind._validation import finite_float, flag, positive_int
+from patternfind.detection.parallel import resolve_workers
+from patternfind.detection.pyramid import pyramid_scales
+
+__all__ = ["DetectOptions"]
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """How `patternfind.detect` searches an image.
+
+    Every field can also be given to `detect` by keyword
+    (``detect(image, eye, threshold=0.6)``); the keywords override the fields
+    of an ``options=`` record.
+
+    Attributes
+    ----------
+    threshold : float, optional
+        Keep peaks scoring at least this. Default: each filter's own
+        ``threshold``, else `DEFAULT_THRESHOLDS` (ncc 0.8, cosine 0.95). A
+        ``"dot"`` score has no universal scale, so it needs one.
+    score : {"ncc", "dot", "cosine"}, optional
+        Default: each filter's own ``score``, else ``"ncc"`` for pixel
+        filters and ``"dot"`` for feature filters (their only score).
+    scales : (min, max) of float
+        Object sizes to search, as multiples of the filter size. ``(1, 1)``
+        scans the input size only.
+    scale_step : float
+        Ratio between pyramid levels (> 1).
+    nms_iou : float
+        A box overlapping a better one by more than this IoU is dropped, and
+        so is a box lying mostly (`CONTAINED_FRACTION`) inside a better one.
+    per_label : bool
+        If True, boxes of different filters never suppress each other.
+    max_detections : int, optional
+        Keep at most this many boxes.
+    subpixel : bool
+        Refine peak positions by a quadratic fit.
+    workers : int, optional
+        Threads (default ``cv2.getNumThreads()``).
+    """
+
+    threshold: float | None = None
+    score: str | None = None
+    scales: tuple[float, float] = (0.5, 2.0)
+    scale_step: float = 1.1
+    nms_iou: float = 0.3
+    per_label: bool = False
+    max_detections: int | None = None
+    subpixel: bool = False
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        pyramid_scales(self.scales, scale_step=self.scale_step)  # raises on a bad range or step
+        nms_iou = finite_float(self.nms_iou, "nms_iou")
+        if not 0 <= nms_iou <= 1:
+            msg = f"`nms_iou` must be in [0, 1], got {self.nms_iou!r}"
+            raise ValueError(msg)
+        if self.max_detections is not None:
+            positive_int(self.max_detections, "max_detections")
+        flag(self.subpixel, "subpixel")
+        flag(self.per_label, "per_label")
+        resolve_workers(self.workers)
+        if self.threshold is not None:
+            finite_float(self.threshold, "threshold")
+
+    @classmethod
+    def build(cls, options: DetectOptions | None, keywords: Mapping[str, Any]) -> DetectOptions:
+        """``options`` (default: the defaults) with the fields named in ``keywords`` replaced.
+
+        Raises
+        ------
+        TypeError
+            If ``options`` is not a DetectOptions, or a keyword names no field.
+        """
+        if options is None:
+            options = cls()
+        elif not isinstance(options, cls):
+            msg = f"`options` must be a DetectOptions, got {type(options).__name__}"
+            raise TypeError(msg)
+        fields = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(keywords) - set(fields))
+        if unknown:
+            msg = f"unexpected keyword argument(s) {unknown}; detection options are {', '.join(fields)}"
+            raise TypeError(msg)
+        return dataclasses.replace(options, **keywords) if keywords else options

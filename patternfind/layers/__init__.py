@@ -1,0 +1,30 @@
+"""Layers: the transforms from pixels to feature maps, and the lecture's arithmetic.
+
+The convolutional and pooling layers with their backward passes, the output-size
+and parameter-count calculators, and the fixed feature transforms (gradients,
+dense HOG). This stage imports only `patternfind.pixels` and the argument checks.
+"""
+
+from patternfind.layers.conv import (
+    conv2d,
+    conv2d_backward,
+    dense_params,
+    num_params,
+    output_size,
+    pool2d,
+    pool2d_backward,
+)
+from patternfind.layers.features import FEATURE_KINDS, feature_map, window_features
+
+__all__ = [
+    "FEATURE_KINDS",
+    "conv2d",
+    "conv2d_backward",
+    "dense_params",
+    "feature_map",
+    "num_params",
+    "output_size",
+    "pool2d",
+    "pool2d_backward",
+    "window_features",
+]
