@@ -21,9 +21,7 @@ from patternfind.learn import (
 from patternfind.learn.patches import crop_window, patches_from_annotations, sample_negative_boxes
 from patternfind.structures import Box, Filter
 
-DIGITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits.png"
-if not DIGITS.exists():  # the tree may sit elsewhere; the shared folder is fixed
-    DIGITS = Path("/work/shared/data/digits.png")
+DIGITS = Path(__file__).resolve().parent / "data" / "digits.png"  # see tests/data/README.md
 
 
 def _random_problem(rng, count=400, size=6):

@@ -13,10 +13,7 @@ import pytest
 from patternfind.cli import main
 from patternfind.structures import Filter
 
-DIGITS = Path("/work/shared/data/digits.png")
-_here = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits.png"
-if _here.exists():
-    DIGITS = _here
+DIGITS = Path(__file__).resolve().parent / "data" / "digits.png"  # see tests/data/README.md
 
 
 @pytest.fixture(scope="module")
