@@ -129,6 +129,8 @@ def save_image(path: str | Path, image: NDArray[Any]) -> None:
 
 # ---------------------------------------------------------------- filters
 
+#: Arrays named ``feature_params.<key>`` hold `Filter.feature_params` (a network's weights).
+_PARAM_PREFIX = "feature_params."
 _FILTER_FIELDS = ("name", "bias", "threshold", "score", "features", "window", "feature_options", "meta")
 
 
@@ -209,7 +211,11 @@ def _load_filter_npz(path: Path, *, name: str | None) -> Filter:
     if name is not None:
         fields["name"] = name
     fields.setdefault("name", path.stem)
-    return _filter_or_error(path, arrays["weights"], mask=arrays.get("mask"), **fields)
+    # a learned feature transform's arrays (a network's layers), absent in older files
+    params = {key[len(_PARAM_PREFIX):]: value for key, value in arrays.items()
+              if key.startswith(_PARAM_PREFIX)}
+    return _filter_or_error(path, arrays["weights"], mask=arrays.get("mask"),
+                            feature_params=params, **fields)
 
 
 def save_filter(filter_: Filter, path: str | Path) -> None:
@@ -237,6 +243,8 @@ def save_filter(filter_: Filter, path: str | Path) -> None:
     arrays: dict[str, NDArray[Any]] = {"weights": filter_.weights, "header": np.array(header_text)}
     if filter_.mask is not None:
         arrays["mask"] = filter_.mask
+    for key, value in filter_.feature_params.items():
+        arrays[_PARAM_PREFIX + key] = value
     with atomic_write(path) as temporary, open(temporary, "wb") as stream:
         np.savez_compressed(stream, **arrays)  # type: ignore[arg-type]
 

@@ -27,7 +27,7 @@ from patternfind.pixels import to_float_image
 #: Version of the ``.npz`` filter format written by `Filter.save`.
 FILTER_FORMAT_VERSION = 1
 
-FEATURE_KINDS = ("pixels", "gradients", "hog")
+FEATURE_KINDS = ("pixels", "gradients", "hog", "cnn")
 SCORE_KINDS = ("ncc", "dot", "cosine")
 
 
@@ -49,8 +49,9 @@ class Filter:
         The filter's own operating threshold, used when `detect` is given none.
     score : {"ncc", "dot", "cosine"}, optional
         The score kind the filter was made for (and its threshold refers to).
-    features : {"pixels", "gradients", "hog"}
-        What the weights are applied to.
+    features : {"pixels", "gradients", "hog", "cnn"}
+        What the weights are applied to; ``"cnn"`` is a learned network
+        (`patternfind.layers.network`) whose layers are in ``feature_options``.
     mask : (h, w) bool array, optional
         True where the filter counts. Only masked-in pixels take part in any score.
     window : (height, width) of int, optional
@@ -60,6 +61,10 @@ class Filter:
         Options of the feature transform (e.g. HOG cell size and bins).
     meta : mapping
         Free metadata, e.g. ``{"kind": "learned", "loss": [...]}``.
+    feature_params : mapping of str to array
+        Learned parameters of the feature transform: for ``features="cnn"``
+        the conv layers' weights and biases (``"0.weights"``, ``"0.bias"``, ...);
+        empty for the fixed transforms. Stored read-only.
     """
 
     weights: NDArray[np.float32]
@@ -72,6 +77,7 @@ class Filter:
     window: tuple[int, int] | None = None
     feature_options: Mapping[str, Any] = field(default_factory=dict)
     meta: Mapping[str, Any] = field(default_factory=dict)
+    feature_params: Mapping[str, NDArray[np.float32]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # With a mask only the masked-in weights must be finite (checked below).
@@ -129,6 +135,8 @@ class Filter:
         object.__setattr__(self, "threshold", threshold)
         object.__setattr__(self, "feature_options", dict(self.feature_options))
         object.__setattr__(self, "meta", dict(self.meta))
+        object.__setattr__(self, "feature_params", _feature_params(self))
+
 
     @property
     def channels(self) -> int:
@@ -257,3 +265,16 @@ class Box:
     def xyxy(self) -> tuple[float, float, float, float]:
         """``(x0, y0, x1, y1)``: top-left and bottom-right corners."""
         return (self.x, self.y, self.x + self.w, self.y + self.h)
+
+
+def _feature_params(filter_: Filter) -> dict[str, NDArray[np.float32]]:
+    """Read-only float32 copies of the feature transform's learned arrays (checked finite)."""
+    params = {}
+    for key, value in dict(filter_.feature_params).items():
+        array = as_float_array(value, f"feature_params[{key!r}]", dtype=np.float32).copy()
+        array.flags.writeable = False
+        params[str(key)] = array
+    if filter_.features == "cnn" and not params:
+        msg = f"Filter {filter_.name!r} on 'cnn' features needs the network's `feature_params`"
+        raise ValueError(msg)
+    return params

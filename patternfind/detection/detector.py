@@ -8,6 +8,7 @@ levels and filters (`patternfind.detection.nms`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,7 +317,12 @@ def _scan_level(
 
 
 def _feature_key(filter_: Filter) -> str:
-    return repr((filter_.features, sorted(filter_.feature_options.items())))
+    # learned transforms (a network) share a map only with the same learned parameters
+    digest = hashlib.sha1(usedforsecurity=False)
+    for name, array in sorted(filter_.feature_params.items()):
+        digest.update(name.encode())
+        digest.update(array.tobytes())
+    return repr((filter_.features, sorted(filter_.feature_options.items()), digest.hexdigest()))
 
 
 def _feature_maps(
@@ -330,7 +336,8 @@ def _feature_maps(
             from patternfind.layers.features import feature_map
 
             maps[_feature_key(filter_)] = feature_map(
-                level, kind=filter_.features, options=filter_.feature_options
+                level, kind=filter_.features, options=filter_.feature_options,
+                parameters=filter_.feature_params,
             )
     return maps
 

@@ -274,19 +274,30 @@ def conv2d(
     weight_matrix = layer.weight_matrix()
     out = np.empty((n, out_h, out_w, weight_matrix.shape[1]), dtype=weight_matrix.dtype)
     # im2col a block of output rows at a time: the block stays in cache and memory stays
-    # bounded for large images (a whole-image im2col is Fh·Fw times the input)
+    # bounded for large images (a whole-image im2col is Fh·Fw times the input). Small
+    # images (a training batch) go several whole images to a block, so that the matmul
+    # is not starved by a Python loop over images.
     bytes_per_row = out_w * weight_matrix.shape[0] * out.itemsize
     block_rows = max(1, _IM2COL_BLOCK_BYTES // bytes_per_row)
-    block = np.empty((min(block_rows, out_h), *windows.shape[2:]), dtype=out.dtype)
-    for image in range(n):
-        for top in range(0, out_h, block_rows):
-            rows = min(block_rows, out_h - top)
-            np.copyto(block[:rows], windows[image, top : top + rows])
-            np.matmul(
-                block[:rows].reshape(rows * out_w, -1),
-                weight_matrix,
-                out=out[image, top : top + rows].reshape(rows * out_w, -1),
-            )
+    if block_rows >= 2 * out_h:
+        images_per_block = block_rows // out_h
+        block = np.empty((min(images_per_block, n), *windows.shape[1:]), dtype=out.dtype)
+        for first in range(0, n, images_per_block):
+            count = min(images_per_block, n - first)
+            np.copyto(block[:count], windows[first : first + count])
+            np.matmul(block[:count].reshape(count * out_h * out_w, -1), weight_matrix,
+                      out=out[first : first + count].reshape(count * out_h * out_w, -1))
+    else:
+        block = np.empty((min(block_rows, out_h), *windows.shape[2:]), dtype=out.dtype)
+        for image in range(n):
+            for top in range(0, out_h, block_rows):
+                rows = min(block_rows, out_h - top)
+                np.copyto(block[:rows], windows[image, top : top + rows])
+                np.matmul(
+                    block[:rows].reshape(rows * out_w, -1),
+                    weight_matrix,
+                    out=out[image, top : top + rows].reshape(rows * out_w, -1),
+                )
     if layer.bias is not None:
         out += layer.bias
     return layer.shape_output(out)
@@ -329,20 +340,34 @@ def conv2d_backward(
     >>> float(grad_b), grad_w.shape
     (16.0, (3, 3))
     """
+    grad_x, grad_weights, grad_bias = _conv_backward(grad_output, x, weights, stride, padding,
+                                                     input_gradient=True)
+    assert grad_x is not None
+    return grad_x, grad_weights, grad_bias
+
+
+def _conv_backward(
+    grad_output: ArrayLike, x: ArrayLike, weights: ArrayLike, stride: Any, padding: Any, *,
+    input_gradient: bool,
+) -> tuple[NDArray[np.floating] | None, NDArray[np.floating], NDArray[np.floating]]:
+    """`conv2d_backward`; ``input_gradient=False`` skips ``grad_x`` (a network's first layer)."""
     layer = _ConvLayer.check(x, weights, stride, padding)
     grad = layer.check_grad_output(grad_output)  # (N·H'·W', K)
     padded = layer.padded_input()
-    grad_weights = (_im2col(padded, layer).T @ grad).reshape(layer.weights.shape)
+    grad_weights = (grad.T @ _im2col(padded, layer)).T.reshape(layer.weights.shape)
+    grad_bias = grad.sum(axis=0)
+    grad_bias = grad_bias if layer.has_k else grad_bias.reshape(())
+    if not input_gradient:
+        return None, grad_weights.reshape(layer.weights_shape), grad_bias
     grad_columns = grad @ layer.weight_matrix().T
     grad_padded = _col2im(grad_columns, padded.shape, layer)
     (top, bottom), (left, right) = layer.pads
     height, width = padded.shape[1:3]
     grad_x = grad_padded[:, top : height - bottom, left : width - right, :]
-    grad_bias = grad.sum(axis=0)
     return (
         np.ascontiguousarray(grad_x).reshape(layer.x_shape),
         grad_weights.reshape(layer.weights_shape),
-        grad_bias if layer.has_k else grad_bias.reshape(()),
+        grad_bias,
     )
 
 
@@ -632,21 +657,23 @@ def pool2d_backward(
         for i, j in taps:
             layer.tap(grad_x, i, j)[...] += share
         return grad_x.reshape(layer.x_shape)
-    winner = _first_argmax([layer.tap(layer.x, i, j) for i, j in taps])
-    for index, (i, j) in enumerate(taps):
-        layer.tap(grad_x, i, j)[...] += np.where(winner == index, grad, 0)
-    return grad_x.reshape(layer.x_shape)
-
-
-def _first_argmax(taps: list[NDArray[np.floating]]) -> NDArray[np.intp]:
-    """Index of the first tap holding each window's maximum."""
-    best = taps[0].copy()
-    winner = np.zeros(best.shape, dtype=np.intp)
-    for index, tap in enumerate(taps[1:], start=1):
-        better = tap > best
-        winner[better] = index
+    tap_views = [layer.tap(layer.x, i, j) for i, j in taps]
+    best = tap_views[0].copy()
+    for tap in tap_views[1:]:
         np.maximum(best, tap, out=best)
-    return winner
+    # the first tap (row-major) holding its window's maximum takes the gradient
+    unclaimed = np.ones(best.shape, dtype=bool)
+    disjoint = layer.strides[0] >= layer.size[0] and layer.strides[1] >= layer.size[1]
+    for (i, j), tap in zip(taps, tap_views, strict=True):
+        wins = tap == best
+        wins &= unclaimed
+        unclaimed &= ~wins
+        target = layer.tap(grad_x, i, j)
+        if disjoint:  # each input pixel is in one window at most: write, don't add
+            np.copyto(target, grad, where=wins)
+        else:
+            target += np.where(wins, grad, 0)
+    return grad_x.reshape(layer.x_shape)
 
 
 @dataclass(frozen=True)

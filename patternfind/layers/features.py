@@ -28,6 +28,16 @@ Kinds
     copies. Away from the border, ``map[r + a, c + b, 2a + b :: 4]`` is exactly
     skimage's block ``(r, c)``, cell ``(a, b)``: see ``hog_blocks_like_skimage``.
 
+``"cnn"``
+    A learned network (`patternfind.layers.network`): nested conv → ReLU →
+    pool layers, given by the option ``layers`` (a list of layer specs,
+    default `patternfind.layers.network.DEFAULT_LAYERS`) and the learned
+    ``parameters`` (`Filter.feature_params`). ``D`` is the last conv layer's
+    filter count and the cell is the network's total stride; ``map[i, j]``
+    belongs to the window whose top-left pixel is ``(i * cell, j * cell)``
+    (padding included: the window is cut and padded as the whole image is).
+    Colour input gives a 3-channel network (``color=True``), grey a 1-channel one.
+
 Every kind takes the option ``color`` (default True): False turns colour
 input grey (OpenCV's luma) before anything else. Training records it, so a
 filter learned from grey patches also sees grey features on colour photos.
@@ -53,6 +63,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import as_float_array, flag, non_negative_int, one_of, positive_int
+from patternfind.layers.network import DEFAULT_LAYERS, Network, layer_from_spec
 from patternfind.pixels import to_grey
 from patternfind.structures import FEATURE_KINDS
 
@@ -72,7 +83,7 @@ def feature_options(kind: str, options: Mapping[str, Any] | None = None) -> dict
 
     Parameters
     ----------
-    kind : {"pixels", "gradients", "hog"}
+    kind : {"pixels", "gradients", "hog", "cnn"}
         The feature kind.
     options : mapping, optional
         Options to override; unknown keys are an error.
@@ -85,12 +96,22 @@ def feature_options(kind: str, options: Mapping[str, Any] | None = None) -> dict
     one_of(kind, "kind", FEATURE_KINDS)
     options = dict(options or {})
     defaults = {**_COMMON_DEFAULTS, **(_HOG_DEFAULTS if kind == "hog" else {})}
+    if kind == "cnn":
+        defaults["layers"] = [dict(spec) for spec in DEFAULT_LAYERS]
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         msg = f"`options` for {kind!r} features accept {sorted(defaults)}, got unknown {unknown}"
         raise ValueError(msg)
     merged = {**defaults, **options}
     merged["color"] = flag(merged["color"], "options['color']")
+    if kind == "cnn":
+        layers = merged["layers"]
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            msg = f"options['layers'] must be a list of layer specs, got {layers!r}"
+            raise ValueError(msg)
+        # Layer objects or spec dicts; stored as JSON-ready specs
+        merged["layers"] = [(spec if hasattr(spec, "spec") else layer_from_spec(spec)).spec()
+                            for spec in layers]
     if kind == "hog":
         merged["cell"] = positive_int(merged["cell"], "options['cell']")
         merged["bins"] = positive_int(merged["bins"], "options['bins']")
@@ -101,9 +122,42 @@ def feature_options(kind: str, options: Mapping[str, Any] | None = None) -> dict
 
 
 def feature_cell(kind: str, options: Mapping[str, Any] | None = None) -> int:
-    """Return the cell size in pixels of feature ``kind`` (1 for pixels and gradients)."""
+    """Return the cell size in pixels of feature ``kind`` (1 for pixels and gradients).
+
+    For ``"cnn"`` it is the network's total stride.
+    """
     options = feature_options(kind, options)
+    if kind == "cnn":
+        return _architecture(options).total_stride
     return int(options["cell"]) if kind == "hog" else 1
+
+
+def feature_window(kind: str, options: Mapping[str, Any] | None,
+                   feature_shape: tuple[int, ...]) -> tuple[int, int]:
+    """Return the window ``(height, width)`` in pixels that ``feature_shape[:2]`` cells cover."""
+    options = feature_options(kind, options)
+    rows, cols = int(feature_shape[0]), int(feature_shape[1])
+    if kind == "cnn":
+        geometry = _architecture(options).geometry
+        return geometry.input_size(rows), geometry.input_size(cols)
+    cell = feature_cell(kind, options)
+    return rows * cell, cols * cell
+
+
+def cnn_network(options: Mapping[str, Any] | None,
+                parameters: Mapping[str, NDArray[Any]] | None) -> Network:
+    """The `Network` of ``"cnn"`` features with these options and learned parameters."""
+    options = feature_options("cnn", options)
+    if not parameters:
+        msg = "'cnn' features need the network's learned `parameters` (Filter.feature_params)"
+        raise ValueError(msg)
+    return Network.from_parameters(options["layers"], parameters,
+                                   channels=3 if options["color"] else 1)
+
+
+def _architecture(options: Mapping[str, Any]) -> Network:
+    """The network of these (complete) options with throw-away weights: for its geometry."""
+    return Network(options["layers"], channels=3 if options["color"] else 1)
 
 
 def feature_channels(kind: str, options: Mapping[str, Any] | None = None, *,
@@ -114,13 +168,17 @@ def feature_channels(kind: str, options: Mapping[str, Any] | None = None, *,
         return int(image_channels)
     if kind == "gradients":
         return 3
+    if kind == "cnn":
+        return _architecture(options).out_channels
     if options["variant"] == "felzenszwalb":
         return 3 * int(options["bins"]) + 4
     return 4 * int(options["bins"])
 
 
 def feature_map(image: NDArray[Any], *, kind: str,
-                options: Mapping[str, Any] | None = None) -> tuple[NDArray[np.float32], int]:
+                options: Mapping[str, Any] | None = None,
+                parameters: Mapping[str, NDArray[Any]] | None = None,
+                ) -> tuple[NDArray[np.float32], int]:
     """Compute the dense feature map of one image.
 
     Parameters
@@ -131,6 +189,8 @@ def feature_map(image: NDArray[Any], *, kind: str,
         The feature kind (see the module docstring).
     options : mapping, optional
         Options of the kind, e.g. ``{"cell": 8, "bins": 9}`` for ``"hog"``.
+    parameters : mapping of str to array, optional
+        The learned parameters of ``"cnn"`` features (`Filter.feature_params`).
 
     Returns
     -------
@@ -141,13 +201,14 @@ def feature_map(image: NDArray[Any], *, kind: str,
         Cell size in pixels (1 for pixels and gradients).
     """
     image = _check_images(image, "image", batch=False)
-    features = _batch_features(image[None], kind, feature_options(kind, options))
+    features = _batch_features(image[None], kind, feature_options(kind, options), parameters)
     return features[0], feature_cell(kind, options)
 
 
 def window_features(patches: NDArray[Any], *, kind: str,
                     options: Mapping[str, Any] | None = None,
-                    context: int = 0) -> NDArray[np.float32]:
+                    context: int = 0,
+                    parameters: Mapping[str, NDArray[Any]] | None = None) -> NDArray[np.float32]:
     """Compute the features of a stack of equally sized windows.
 
     Each patch is treated exactly as `feature_map` treats an image (the batch
@@ -170,6 +231,8 @@ def window_features(patches: NDArray[Any], *, kind: str,
     context : int, default 0
         Pixels of surrounding context on each side of every patch; a multiple
         of the cell size.
+    parameters : mapping of str to array, optional
+        The learned parameters of ``"cnn"`` features (`Filter.feature_params`).
 
     Returns
     -------
@@ -183,7 +246,7 @@ def window_features(patches: NDArray[Any], *, kind: str,
     if context % cell:
         msg = f"`context` must be a multiple of the cell size {cell}, got {context}"
         raise ValueError(msg)
-    features = _batch_features(patches, kind, options)
+    features = _batch_features(patches, kind, options, parameters)
     margin = context // cell
     if margin:
         features = features[:, margin:-margin, margin:-margin]
@@ -209,11 +272,16 @@ def _check_images(images: Any, name: str, *, batch: bool) -> NDArray[np.float32]
     return array
 
 
-def _batch_features(images: NDArray[np.float32], kind: str,
-                    options: Mapping[str, Any]) -> NDArray[np.float32]:
+def _batch_features(images: NDArray[np.float32], kind: str, options: Mapping[str, Any],
+                    parameters: Mapping[str, NDArray[Any]] | None = None) -> NDArray[np.float32]:
     """(N, H, W[, 3]) float32 → (N, h', w', D) float32."""
     if not options["color"] and images.ndim == 4:
         images = _grey(images)
+    if kind == "cnn":
+        network = cnn_network(options, parameters)
+        if network.channels == 3 and images.ndim == 3:  # grey input to a colour network
+            images = np.repeat(images[..., None], 3, axis=-1)
+        return network.forward(images[..., None] if images.ndim == 3 else images)[0]
     if kind == "pixels":
         return images[..., None] if images.ndim == 3 else images
     if kind == "gradients":
