@@ -22,8 +22,11 @@ stride cannot reach.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +55,10 @@ __all__ = [
 _PADDING_MODES = ("valid", "same")
 _POOL_MODES = ("max", "avg")
 _IM2COL_BLOCK_BYTES = 256 * 1024  # about an L2 cache
+# OpenBLAS (numpy's) keeps a matmul of at most 65536·4 multiply-adds on the calling thread
+_SINGLE_THREAD_MACS = 65536 * 4
+_WORKERS = min(2, os.cpu_count() or 1)
+_MIN_BLOCKS_PER_THREAD = 2
 
 
 # ----------------------------------------------------------------------------
@@ -270,34 +277,16 @@ def conv2d(
     """
     layer = _ConvLayer.check(x, weights, stride, padding, bias=bias)
     windows = _windows(layer.padded_input(), layer)  # (N, H', W', Fh, Fw·C) view
-    n, out_h, out_w = windows.shape[:3]
     weight_matrix = layer.weight_matrix()
-    out = np.empty((n, out_h, out_w, weight_matrix.shape[1]), dtype=weight_matrix.dtype)
-    # im2col a block of output rows at a time: the block stays in cache and memory stays
-    # bounded for large images (a whole-image im2col is Fh·Fw times the input). Small
-    # images (a training batch) go several whole images to a block, so that the matmul
-    # is not starved by a Python loop over images.
-    bytes_per_row = out_w * weight_matrix.shape[0] * out.itemsize
-    block_rows = max(1, _IM2COL_BLOCK_BYTES // bytes_per_row)
-    if block_rows >= 2 * out_h:
-        images_per_block = block_rows // out_h
-        block = np.empty((min(images_per_block, n), *windows.shape[1:]), dtype=out.dtype)
-        for first in range(0, n, images_per_block):
-            count = min(images_per_block, n - first)
-            np.copyto(block[:count], windows[first : first + count])
-            np.matmul(block[:count].reshape(count * out_h * out_w, -1), weight_matrix,
-                      out=out[first : first + count].reshape(count * out_h * out_w, -1))
-    else:
-        block = np.empty((min(block_rows, out_h), *windows.shape[2:]), dtype=out.dtype)
-        for image in range(n):
-            for top in range(0, out_h, block_rows):
-                rows = min(block_rows, out_h - top)
-                np.copyto(block[:rows], windows[image, top : top + rows])
-                np.matmul(
-                    block[:rows].reshape(rows * out_w, -1),
-                    weight_matrix,
-                    out=out[image, top : top + rows].reshape(rows * out_w, -1),
-                )
+    out = np.empty((*windows.shape[:3], weight_matrix.shape[1]), dtype=weight_matrix.dtype)
+
+    def run(blocks: list[tuple[slice, slice]]) -> None:
+        buffer = np.empty(_block_capacity(windows, weight_matrix.shape[1]), dtype=out.dtype)
+        for images, rows in blocks:
+            columns = _gather(windows[images, rows], buffer)
+            np.matmul(columns, weight_matrix, out=out[images, rows].reshape(len(columns), -1))
+
+    _in_threads(run, _blocks(windows, weight_matrix.shape[1], whole_images=False))
     if layer.bias is not None:
         out += layer.bias
     return layer.shape_output(out)
@@ -352,23 +341,33 @@ def _conv_backward(
 ) -> tuple[NDArray[np.floating] | None, NDArray[np.floating], NDArray[np.floating]]:
     """`conv2d_backward`; ``input_gradient=False`` skips ``grad_x`` (a network's first layer)."""
     layer = _ConvLayer.check(x, weights, stride, padding)
-    grad = layer.check_grad_output(grad_output)  # (N·H'·W', K)
+    grad = layer.check_grad_output(grad_output).reshape((*layer.output_nhw(), -1))
     padded = layer.padded_input()
-    grad_weights = (grad.T @ _im2col(padded, layer)).T.reshape(layer.weights.shape)
-    grad_bias = grad.sum(axis=0)
+    windows = _windows(padded, layer)
+    weight_matrix = layer.weight_matrix()
+    grad_padded = np.zeros(padded.shape, dtype=padded.dtype) if input_gradient else None
+    partial_sums: list[NDArray[np.floating]] = []
+
+    def run(blocks: list[tuple[slice, slice]]) -> None:
+        buffer = np.empty(_block_capacity(windows, weight_matrix.shape[1]), dtype=grad.dtype)
+        grad_w = np.zeros(weight_matrix.shape, dtype=grad.dtype)
+        for images, rows in blocks:
+            block_grad = grad[images, rows].reshape(-1, weight_matrix.shape[1])
+            grad_w += (block_grad.T @ _gather(windows[images, rows], buffer)).T
+            if grad_padded is not None:  # blocks are whole images: no two threads share a pixel
+                _col2im(block_grad @ weight_matrix.T, grad_padded[images], layer)
+        partial_sums.append(grad_w)
+
+    _in_threads(run, _blocks(windows, weight_matrix.shape[1], whole_images=True))
+    grad_weights = np.sum(partial_sums, axis=0).reshape(layer.weights_shape)
+    grad_bias = grad.reshape(-1, weight_matrix.shape[1]).sum(axis=0)
     grad_bias = grad_bias if layer.has_k else grad_bias.reshape(())
-    if not input_gradient:
-        return None, grad_weights.reshape(layer.weights_shape), grad_bias
-    grad_columns = grad @ layer.weight_matrix().T
-    grad_padded = _col2im(grad_columns, padded.shape, layer)
+    if grad_padded is None:
+        return None, grad_weights, grad_bias
     (top, bottom), (left, right) = layer.pads
     height, width = padded.shape[1:3]
     grad_x = grad_padded[:, top : height - bottom, left : width - right, :]
-    return (
-        np.ascontiguousarray(grad_x).reshape(layer.x_shape),
-        grad_weights.reshape(layer.weights_shape),
-        grad_bias,
-    )
+    return np.ascontiguousarray(grad_x).reshape(layer.x_shape), grad_weights, grad_bias
 
 
 @dataclass(frozen=True)
@@ -447,6 +446,9 @@ class _ConvLayer:
         padded = np.zeros((n, top + height + bottom, left + width + right, channels), self.x.dtype)
         padded[:, top : top + height, left : left + width] = self.x
         return padded
+
+    def output_nhw(self) -> tuple[int, int, int]:
+        return (self.x.shape[0], *self.out_hw)
 
     def weight_matrix(self) -> NDArray[np.floating]:
         return self.weights.reshape(-1, self.weights.shape[3])
@@ -531,28 +533,85 @@ def _windows(padded: NDArray[np.floating], layer: _ConvLayer) -> NDArray[np.floa
     )
 
 
-def _im2col(padded: NDArray[np.floating], layer: _ConvLayer) -> NDArray[np.floating]:
-    """Gather every window into a row: ``(N·H'·W', Fh·Fw·C)``, matching the weight matrix."""
-    windows = _windows(padded, layer)
-    return np.ascontiguousarray(windows).reshape(-1, np.prod(windows.shape[3:]))
+def _blocks(windows: NDArray[np.floating], k: int, *, whole_images: bool
+            ) -> list[tuple[slice, slice]]:
+    """Split the output into blocks of ``(images, rows)`` that each fit `_block_capacity`.
+
+    Several small images go to one block (a training batch is not a Python loop
+    over images); a large image is split into row blocks, unless ``whole_images``.
+    """
+    n, out_h = windows.shape[:2]
+    rows_per_block = _block_rows(windows, k)
+    if rows_per_block >= out_h or whole_images:
+        per_block = max(1, rows_per_block // out_h)
+        return [(slice(first, first + per_block), slice(0, out_h)) for first in range(0, n, per_block)]
+    return [(slice(image, image + 1), slice(top, top + rows_per_block))
+            for image in range(n) for top in range(0, out_h, rows_per_block)]
+
+
+def _block_rows(windows: NDArray[np.floating], k: int) -> int:
+    """Output rows per block: the block's im2col stays in cache, and its matmul stays small.
+
+    OpenBLAS runs a matmul of fewer than ``_SINGLE_THREAD_MACS`` multiply-adds on
+    the calling thread. Larger ones use its own threads, which spin-wait on
+    each other: on a busy machine that made the layers' matmuls 5-25× slower.
+    The blocks are spread over our threads instead (`_in_threads`).
+    """
+    out_w = windows.shape[2]
+    row_length = windows.shape[3] * windows.shape[4]  # Fh·Fw·C
+    by_cache = _IM2COL_BLOCK_BYTES // (out_w * row_length * windows.itemsize)
+    by_macs = _SINGLE_THREAD_MACS // (out_w * row_length * k)
+    return max(1, min(by_cache, by_macs))
+
+
+def _block_capacity(windows: NDArray[np.floating], k: int) -> tuple[int, int]:
+    """Shape of a thread's im2col buffer: the largest block of `_blocks`, as rows."""
+    n, out_h, out_w = windows.shape[:3]
+    rows = _block_rows(windows, k)
+    rows = max(1, rows // out_h) * out_h if rows >= out_h else rows
+    return min(rows, n * out_h) * out_w, windows.shape[3] * windows.shape[4]
+
+
+def _gather(block: NDArray[np.floating], buffer: NDArray[np.floating]) -> NDArray[np.floating]:
+    """im2col of one block of the windows view into ``buffer``: ``(windows, Fh·Fw·C)``."""
+    count = int(np.prod(block.shape[:3]))
+    if count > len(buffer):  # a whole image that is larger than the usual block
+        buffer = np.empty((count, buffer.shape[1]), dtype=buffer.dtype)
+    columns = buffer[:count]
+    np.copyto(columns.reshape(block.shape), block)
+    return columns
+
+
+def _in_threads(run: Any, blocks: list[tuple[slice, slice]]) -> None:
+    """``run(list of blocks)`` on two halves of ``blocks`` in two threads (numpy frees the GIL)."""
+    workers = min(_WORKERS, len(blocks) // _MIN_BLOCKS_PER_THREAD)
+    if workers <= 1:
+        run(blocks)
+        return
+    half = len(blocks) // 2
+    pending = _executor().submit(run, blocks[half:])
+    run(blocks[:half])
+    pending.result()
+
+
+@functools.lru_cache(maxsize=1)
+def _executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="patternfind-conv")
 
 
 def _col2im(
-    columns: NDArray[np.floating], padded_shape: tuple[int, ...], layer: _ConvLayer
-) -> NDArray[np.floating]:
-    """Scatter-add window gradients back onto the padded input (adjoint of ``_im2col``)."""
+    columns: NDArray[np.floating], grad: NDArray[np.floating], layer: _ConvLayer
+) -> None:
+    """Scatter-add window gradients onto the padded input ``grad`` (adjoint of im2col)."""
     fh, fw = layer.weights.shape[:2]
     sh, sw = layer.strides
     out_h, out_w = layer.out_hw
-    n, channels = padded_shape[0], padded_shape[3]
-    columns = columns.reshape(n, out_h, out_w, fh, fw, channels)
-    grad = np.zeros(padded_shape, dtype=columns.dtype)
+    columns = columns.reshape(grad.shape[0], out_h, out_w, fh, fw, grad.shape[3])
     for i in range(fh):  # a loop over filter taps, never over pixels
         for j in range(fw):
             grad[:, i : i + (out_h - 1) * sh + 1 : sh, j : j + (out_w - 1) * sw + 1 : sw] += (
                 columns[:, :, :, i, j]
             )
-    return grad
 
 
 # ----------------------------------------------------------------------------

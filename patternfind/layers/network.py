@@ -352,6 +352,26 @@ class Network:
         rows, cols = self.output_shape(height, width)[:2]
         return self.geometry.input_size(rows), self.geometry.input_size(cols)
 
+    def check_fits(self, height: int, width: int) -> None:
+        """Raise the lecture's "does not fit" error unless every layer fits the input exactly.
+
+        `forward` crops an image to the largest size that fits; a training
+        window must fit as it is, or the filter would not cover all of it.
+        """
+        size = (int(height), int(width))
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, ReLU):
+                continue
+            try:
+                size = (output_size(size[0], layer.f, stride=layer.stride, padding=layer.padding),
+                        output_size(size[1], layer.f, stride=layer.stride, padding=layer.padding))
+            except ValueError as error:
+                fitted = self.fitted_size(height, width) if self.geometry.outputs(
+                    min(height, width)) else None
+                hint = f"; the largest window that fits is {fitted[1]}×{fitted[0]}" if fitted else ""
+                msg = (f"layer {index} ({layer!r}) on a {width}×{height} window: {error}{hint}")
+                raise ValueError(msg) from None
+
     def describe(self, *, input_size: tuple[int, int] | None = None) -> str:
         """A table of the layers: output sizes (for ``input_size``) and parameters."""
         lines = [f"{'layer':<22} {'output':>14} {'parameters':>10}"]
@@ -471,7 +491,7 @@ class Network:
             Gradient of every parameter, keyed as `parameters`.
         """
         grads: dict[str, Array] = {}
-        grad: Array | None = np.asarray(grad_out, dtype=np.float32)
+        grad: Array | None = _float_array(grad_out)
         first_conv = min(i for i, layer in enumerate(self.layers) if isinstance(layer, Conv))
         for index in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[index]
@@ -494,12 +514,18 @@ class Network:
         return self.forward(array[None])[0][0]
 
     def _checked_input(self, x: NDArray[Any]) -> Array:
-        x = np.asarray(x, dtype=np.float32)
+        x = _float_array(x)
         if x.ndim != 4 or x.shape[3] != self.channels:
             msg = f"network input must be (N, H, W, {self.channels}), got shape {x.shape}"
             raise ValueError(msg)
         height, width = self.fitted_size(x.shape[1], x.shape[2])
         return x[:, :height, :width]
+
+
+def _float_array(values: Any) -> Array:
+    """float32, or float64 if given float64 (the gradient checks run in float64)."""
+    array = np.asarray(values)
+    return array if array.dtype == np.float64 else array.astype(np.float32, copy=False)
 
 
 def _check_conv_params(layer: Conv, index: int, channels: int) -> None:

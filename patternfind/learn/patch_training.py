@@ -14,10 +14,16 @@ from typing import Any
 import numpy as np
 
 from patternfind._validation import one_of
-from patternfind.layers.features import FEATURE_KINDS, feature_cell, window_features
+from patternfind.layers.features import (
+    FEATURE_KINDS,
+    feature_cell,
+    feature_window,
+    window_features,
+)
 from patternfind.layers.features import (
     feature_options as complete_feature_options,  # the name is a parameter here
 )
+from patternfind.learn.network_training import NetworkLike, build_network, fit_network
 from patternfind.learn.optimize import FitOptions, fit_linear
 from patternfind.learn.patches import check_labels, check_patches
 from patternfind.structures import Filter
@@ -33,6 +39,7 @@ def train_filter(
     feature_options: Mapping[str, Any] | None = None,
     name: str = "learned",
     options: FitOptions | None = None,
+    network: NetworkLike = None,
     **fit_options: Any,
 ) -> Filter:
     """Fit a linear filter ``⟨w, φ(x)⟩ + b`` to labelled patches.
@@ -48,8 +55,10 @@ def train_filter(
     labels : (N,) array
         1/True for the object, 0/False (or −1) for background. Both classes
         must be present, in the training and in the validation split.
-    features : {"pixels", "gradients", "hog"}
+    features : {"pixels", "gradients", "hog", "cnn"}
         Feature transform φ (`patternfind.layers.features.window_features`).
+        ``"cnn"`` learns φ too: a small network trained together with the
+        filter (`patternfind.learn.network_training.fit_network`).
     feature_options : mapping, optional
         Options of the feature transform, e.g. ``{"cell": 8, "bins": 9}``.
     name : str
@@ -57,6 +66,11 @@ def train_filter(
     options : FitOptions, optional
         How to fit: loss, ``l2``, optimiser, ``lr``, ``epochs``,
         ``batch_size``, ``val_fraction``, ``seed`` and ``progress``.
+    network : Network or list of layers, optional
+        For ``features="cnn"``: the architecture (``[Conv(8, 5), ReLU(),
+        MaxPool(2), ...]`` or their spec dicts, He-initialised from ``seed``)
+        or a `Network` to train further. Default:
+        `patternfind.layers.network.DEFAULT_LAYERS`.
     **fit_options
         Any `FitOptions` field by keyword (``l2=0.1``), overriding ``options``.
 
@@ -85,6 +99,12 @@ def train_filter(
     feature_settings = complete_feature_options(
         features, {"color": patches.ndim == 4, **(feature_options or {})})
     y = np.where(check_labels(labels, len(patches)), np.float32(1), np.float32(-1))
+    if features == "cnn":
+        return _train_network_filter(patches, y, feature_settings, network, name,
+                                     FitOptions.build(options, fit_options))
+    if network is not None:
+        msg = f"`network` is for features='cnn', not {features!r}"
+        raise ValueError(msg)
     X = window_features(patches, kind=features, options=feature_settings)
     feature_shape = X.shape[1:]
     fit = fit_linear(X.reshape(len(X), -1), y, options=FitOptions.build(options, fit_options))
@@ -92,6 +112,18 @@ def train_filter(
     window = (feature_shape[0] * cell, feature_shape[1] * cell)
     return make_filter(fit, feature_shape, features=features, feature_options=feature_settings,
                         window=window, name=name)
+
+
+def _train_network_filter(patches: Any, y: Any, feature_settings: Mapping[str, Any],
+                          network: NetworkLike, name: str, options: FitOptions) -> Filter:
+    """`train_filter` for ``features="cnn"``: the network and the filter, end to end."""
+    built, settings = build_network(network, feature_settings, window=patches.shape[1:3],
+                                    seed=options.seed)
+    images = patches if patches.ndim == 4 else patches[..., None]
+    fit = fit_network(images, y, built, options=options)
+    window = feature_window("cnn", settings, fit["feature_shape"])
+    return make_filter(fit, fit.pop("feature_shape"), features="cnn", feature_options=settings,
+                       window=window, name=name)
 
 
 def make_filter(fit: dict[str, Any], feature_shape: Sequence[int], *, features: str,
@@ -103,10 +135,12 @@ def make_filter(fit: dict[str, Any], feature_shape: Sequence[int], *, features: 
     ``extra_meta`` go into ``meta`` with ``kind="learned"``.
     """
     weights = fit.pop("w").reshape(feature_shape)
+    feature_params = fit.pop("feature_params", {})  # a learned transform's arrays (cnn)
     if features == "pixels" and weights.shape[-1] == 1:
         weights = weights[..., 0]
     bias = fit.pop("b")
     threshold = fit.pop("threshold")
     meta = {"kind": "learned", **fit, **(extra_meta or {})}
     return Filter(weights, bias=bias, name=name, threshold=threshold, score="dot",
-                  features=features, window=window, feature_options=dict(feature_options), meta=meta)
+                  features=features, window=window, feature_options=dict(feature_options), meta=meta,
+                  feature_params=feature_params)

@@ -1,0 +1,304 @@
+"""Train nested conv layers and the filter on top of them together, end to end.
+
+A ``"cnn"`` filter scores a window ``x`` as ``⟨w, φ(x)⟩ + b`` where φ is a
+small network (`patternfind.layers.network.Network`). `fit_network`
+minimises the same objective as `patternfind.learn.optimize.fit_linear`,
+
+    J = mean_i ℓ(y_i s_i) + (l2 / 2) (‖w‖² + Σ ‖conv weights‖²),
+
+over the filter *and* the network's weights (biases are not penalised), with
+the same `FitOptions`: loss, Adam or momentum SGD, mini-batches, a stratified
+validation split for early stopping and the threshold, seeds and progress. The
+gradient reaches the conv layers by backpropagation through the layers'
+``backward`` passes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from patternfind.evaluation.metrics import best_f1_threshold
+from patternfind.layers.features import feature_options as complete_feature_options
+from patternfind.layers.network import Layer, Network
+from patternfind.learn.optimize import (
+    _DIVERGED,
+    _MIN_PROGRESS,
+    _PATIENCE,
+    FitOptions,
+    _Optimizer,
+    _progress_reporter,
+    _stratified_split,
+    loss_forward,
+)
+
+__all__ = ["build_network", "fit_network"]
+
+_DEFAULT_LR = 0.01  # Adam; SGD (momentum 0.9) gets a tenth of it
+_DEFAULT_EPOCHS = 40  # early stopping usually ends sooner ...
+_MIN_STEPS = 1500  # ... but small sets get enough epochs for this many steps
+_MAX_EPOCHS = 400
+_CHUNK = 2048  # windows per forward pass when scoring (bounds memory)
+
+NetworkLike = Network | Sequence[Layer | Mapping[str, Any]] | None
+
+
+def build_network(network: NetworkLike, feature_settings: Mapping[str, Any], *,
+                  window: tuple[int, int], seed: int) -> tuple[Network, dict[str, Any]]:
+    """The network to train and the complete ``"cnn"`` feature options that describe it.
+
+    ``network`` is a `Network` (trained from its current weights), a list of
+    layers or layer specs (He-initialised from ``seed``), or None for the
+    options' ``layers`` (default `patternfind.layers.network.DEFAULT_LAYERS`).
+
+    Raises
+    ------
+    ValueError
+        If the network's receptive field is larger than the window, or its
+        input channels do not match the patches'.
+    """
+    channels = 3 if feature_settings.get("color") else 1
+    if network is None:
+        layers = complete_feature_options("cnn", feature_settings)["layers"]
+        built = Network(layers, channels=channels, seed=seed)
+    elif isinstance(network, Network):
+        built = Network.from_parameters(network.spec(), network.parameters(),
+                                        channels=network.channels)
+    else:
+        built = Network(list(network), channels=channels, seed=seed)
+    if built.channels != channels:
+        kind = "colour" if channels == 3 else "grey"
+        msg = (f"`network` takes {built.channels} input channel(s) but the patches are {kind} "
+               f"({channels})")
+        raise ValueError(msg)
+    geometry = built.geometry
+    if geometry.outputs(window[0]) == 0 or geometry.outputs(window[1]) == 0:
+        msg = (f"the network's receptive field of {geometry.receptive_field} pixels"
+               + (f" (padding {geometry.offset})" if geometry.offset else "")
+               + f" is larger than the {window[1]}×{window[0]} window; use smaller or fewer "
+               "layers, or a larger window")
+        raise ValueError(msg)
+    built.check_fits(*window)
+    settings = complete_feature_options("cnn", {**feature_settings, "layers": built.spec()})
+    return built, settings
+
+
+def fit_network(
+    patches: NDArray[np.float32],
+    y: NDArray[np.floating],
+    network: Network,
+    *,
+    options: FitOptions | None = None,
+    groups: NDArray[np.integer] | None = None,
+    margin: int = 0,
+) -> dict[str, Any]:
+    """Minimise the objective over the network's weights and the filter ``(w, b)``.
+
+    Parameters
+    ----------
+    patches : (N, h, w, C) float32 array
+        Training windows (with context if ``margin``), channels last.
+    y : (N,) array
+        Labels in {−1, +1}.
+    network : Network
+        Trained in place from its current weights.
+    options : FitOptions, optional
+        As for `fit_linear`. Default learning rate: 0.01 for Adam, 0.001 for
+        SGD; default epochs 40 (more on small sets, for at least 1500 steps).
+    groups : (N,) int array, optional
+        Near-copies that must stay on one side of the validation split.
+    margin : int
+        Map cells of context on each side of the patches' feature maps that
+        the filter does not cover.
+
+    Returns
+    -------
+    dict
+        As `fit_linear`'s (``w``, ``b``, ``threshold`` and the meta entries),
+        plus ``feature_shape`` (the filter's ``(fh, fw, K)``) and
+        ``feature_params`` (the trained network's arrays).
+
+    Raises
+    ------
+    ValueError
+        If the loss becomes NaN or inf, or diverges: the message names the
+        learning rate to lower.
+    """
+    options = options or FitOptions()
+    loss, l2, optimizer, seed = options.loss, options.l2, options.optimizer, options.seed
+    patches = np.ascontiguousarray(patches, dtype=np.float32)
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    train, val = _stratified_split(y, groups, options.val_fraction, rng)
+    # hold the training windows in one shuffled order; batches are slices of it (as fit_linear)
+    order = train[rng.permutation(len(train))]
+    x_train, y_train = patches[order], y[order]
+    x_val, y_val = (patches[val], y[val]) if len(val) else (x_train, y_train)
+    batch = len(x_train) if options.batch_size is None else min(options.batch_size, len(x_train))
+    starts = np.arange(0, len(x_train), batch)
+    max_epochs = options.epochs or min(
+        _MAX_EPOCHS, max(_DEFAULT_EPOCHS, -(-_MIN_STEPS // len(starts))))
+    lr = options.lr or (_DEFAULT_LR if optimizer == "adam" else _DEFAULT_LR / 10)
+
+    model = _Model(network, patches.shape[1:3], margin)
+    theta = model.pack()
+    state = _Optimizer(optimizer, theta.size, lr)
+    bias = 0.0
+    start = time.perf_counter()
+    history: list[float] = []
+    val_history: list[float] = []
+    best: tuple[float, NDArray[np.float32], float, int] = (math.inf, theta.copy(), bias, 0)
+    previous = initial = math.inf
+    report, finish = _progress_reporter(options.progress, max_epochs)
+    for epoch in range(1, max_epochs + 1):
+        total = 0.0
+        for first in rng.permutation(starts):
+            rows = slice(first, first + batch)
+            value, grad_theta, grad_b = model.gradient(theta, bias, x_train[rows], y_train[rows],
+                                                       loss=loss, l2=l2)
+            if not math.isfinite(value):
+                _diverged(lr, value, epoch)
+            theta, bias = state.step(theta, bias, grad_theta, grad_b)
+            total += value * len(y_train[rows])
+        value = total / len(y_train)
+        if epoch == 1:
+            initial = value
+        if not math.isfinite(value) or value > _DIVERGED * max(initial, 1e-12):
+            _diverged(lr, value, epoch)
+        val_value = model.objective(theta, bias, x_val, y_val, loss=loss, l2=l2)
+        if not math.isfinite(val_value):
+            _diverged(lr, val_value, epoch)
+        history.append(value)
+        val_history.append(val_value)
+        report(epoch, value)
+        if best[3] == 0 or val_value < best[0] - 1e-6 * abs(best[0]):
+            best = (val_value, theta.copy(), bias, epoch)
+        if value > previous * (1 - _MIN_PROGRESS):  # too little progress: anneal the rate
+            state.lr *= 0.5
+        previous = min(previous, value)
+        if epoch - best[3] >= _PATIENCE or state.lr < lr * 1e-4:
+            break
+    _, theta, bias, best_epoch = best
+    finish(len(history), best_epoch, history[-1])
+    model.unpack(theta)
+    val_scores = model.scores(theta, bias, x_val)
+    threshold, f1 = best_f1_threshold(val_scores, y_val > 0)
+    train_scores = model.scores(theta, bias, x_train)
+    return {
+        "w": theta[model.filter_slice].copy(),
+        "b": float(bias),
+        "threshold": threshold,
+        "loss": [float(v) for v in history],
+        "val_loss": [float(v) for v in val_history],
+        "objective": model.objective(theta, bias, x_train, y_train, loss=loss, l2=l2),
+        "train_accuracy": float(np.mean((train_scores >= threshold) == (y_train > 0))),
+        "val_accuracy": float(np.mean((val_scores >= threshold) == (y_val > 0))),
+        "val_f1": f1,
+        "epochs": len(history),
+        "best_epoch": best_epoch,
+        "seconds": time.perf_counter() - start,
+        "options": {"loss": loss, "l2": l2, "optimizer": optimizer, "lr": float(lr),
+                    "epochs": max_epochs, "batch_size": options.batch_size,
+                    "val_fraction": options.val_fraction, "seed": seed,
+                    "train_samples": len(train), "val_samples": len(val),
+                    "network_params": network.num_params},
+        "feature_shape": model.feature_shape,
+        "feature_params": {key: value.copy() for key, value in network.parameters().items()},
+    }
+
+
+def _diverged(lr: float, value: float, epoch: int) -> None:
+    msg = (f"training diverged: the loss became {value:g} at epoch {epoch} with learning rate "
+           f"`lr`={lr:g}; lower it, e.g. lr={lr / 10:g}")
+    raise ValueError(msg)
+
+
+class _Model:
+    """The network and the filter on top, with all weights in one flat vector ``theta``.
+
+    ``theta`` holds every conv layer's weights and bias, then the filter's
+    ``w``; the filter's bias ``b`` is the optimiser's separate scalar. The
+    layers' arrays are views into ``theta``, re-pointed at every step.
+    """
+
+    def __init__(self, network: Network, window: tuple[int, ...], margin: int) -> None:
+        self.network = network
+        rows, cols, channels = network.output_shape(int(window[0]), int(window[1]))
+        self.margin = margin
+        self.feature_shape = (rows - 2 * margin, cols - 2 * margin, channels)
+        self.slices: dict[str, tuple[slice, tuple[int, ...]]] = {}
+        position = 0
+        penalised = []
+        for key, value in network.parameters().items():
+            self.slices[key] = (slice(position, position + value.size), value.shape)
+            penalised.append(np.full(value.size, key.endswith("weights"), dtype=np.float32))
+            position += value.size
+        size = int(np.prod(self.feature_shape))
+        self.filter_slice = slice(position, position + size)
+        penalised.append(np.ones(size, dtype=np.float32))
+        self.penalty_mask = np.concatenate(penalised)  # 1 for weights, 0 for biases
+
+    def pack(self) -> NDArray[np.float32]:
+        parts = [value.ravel() for value in self.network.parameters().values()]
+        parts.append(np.zeros(self.filter_slice.stop - self.filter_slice.start, np.float32))
+        return np.concatenate(parts).astype(np.float32)
+
+    def unpack(self, theta: NDArray[np.float32]) -> None:
+        for key, (where, shape) in self.slices.items():
+            index, name = key.split(".")
+            setattr(self.network.layers[int(index)], name, theta[where].reshape(shape))
+
+    def _features(self, x: NDArray[np.float32], *, keep_cache: bool
+                  ) -> tuple[NDArray[np.float32], list[Any]]:
+        out, caches = self.network.forward(x, keep_cache=keep_cache)
+        if self.margin:
+            out = out[:, self.margin:-self.margin, self.margin:-self.margin]
+        return out.reshape(len(x), -1), caches
+
+    def scores(self, theta: NDArray[np.float32], bias: float, x: NDArray[np.float32]
+               ) -> NDArray[np.float32]:
+        self.unpack(theta)
+        w = theta[self.filter_slice]
+        parts = [self._features(x[i:i + _CHUNK], keep_cache=False)[0] @ w
+                 for i in range(0, len(x), _CHUNK)]
+        scores = np.concatenate(parts)
+        return scores + scores.dtype.type(bias)
+
+    def penalty(self, theta: NDArray[np.float32], l2: float) -> float:
+        return 0.5 * l2 * float(np.dot(theta * self.penalty_mask, theta))
+
+    def objective(self, theta: NDArray[np.float32], bias: float, x: NDArray[np.float32],
+                  y: NDArray[np.float32], *, loss: str, l2: float) -> float:
+        values, _ = loss_forward(y * self.scores(theta, bias, x), loss=loss)
+        return float(values.mean(dtype=np.float64)) + self.penalty(theta, l2)
+
+    def gradient(self, theta: NDArray[np.float32], bias: float, x: NDArray[np.float32],
+                 y: NDArray[np.float32], *, loss: str, l2: float
+                 ) -> tuple[float, NDArray[np.float32], float]:
+        """The objective on one batch, its gradient in ``theta`` and in ``b``."""
+        self.unpack(theta)
+        w = theta[self.filter_slice]
+        features, caches = self._features(x, keep_cache=True)
+        dtype = features.dtype.type  # float32; float64 in the gradient checks
+        scores = features @ w + dtype(bias)
+        values, slopes = loss_forward(y * scores, loss=loss)
+        upstream = (slopes * y / dtype(len(y))).astype(features.dtype)  # dJ/ds_i
+        grad = np.empty_like(theta)
+        grad[self.filter_slice] = upstream @ features
+        grad_map = np.zeros((len(x), *self.network.output_shape(*x.shape[1:3])), features.dtype)
+        inner = grad_map[:, self.margin:grad_map.shape[1] - self.margin,
+                         self.margin:grad_map.shape[2] - self.margin]
+        inner[...] = (upstream[:, None] * w[None, :]).reshape(inner.shape)
+        _, grads = self.network.backward(grad_map, caches, input_gradient=False)
+        for key, (where, _) in self.slices.items():
+            grad[where] = grads[key].ravel()
+        grad += dtype(l2) * self.penalty_mask * theta
+        value = float(values.mean(dtype=np.float64)) + self.penalty(theta, l2)
+        return value, grad, float(upstream.sum(dtype=np.float64))
+

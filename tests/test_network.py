@@ -1,0 +1,364 @@
+"""Tests of nested conv layers (patternfind.layers.network) and the 'cnn' feature kind.
+
+Every backward pass is checked against central finite differences in float64;
+the fully-convolutional property is checked window by window; parameter counts
+against the lecture's formula K(F²C + 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from patternfind import detect, load_filter, train_filter
+from patternfind.cli import main
+from patternfind.detection.detector import scan
+from patternfind.layers.features import feature_map, window_features
+from patternfind.layers.network import (
+    DEFAULT_LAYERS,
+    AvgPool,
+    Conv,
+    MaxPool,
+    Network,
+    ReLU,
+)
+from patternfind.structures import Filter
+
+
+def _numeric_gradient(function, array, eps=1e-6):
+    """Central differences of the scalar ``function()`` with respect to every entry of ``array``."""
+    grad = np.zeros_like(array)
+    flat, flat_grad = array.reshape(-1), grad.reshape(-1)
+    for index in range(flat.size):
+        saved = flat[index]
+        flat[index] = saved + eps
+        plus = function()
+        flat[index] = saved - eps
+        minus = function()
+        flat[index] = saved
+        flat_grad[index] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def _rel_error(a, b):
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+
+
+def _float64_network(layers, channels, seed=0):
+    network = Network(layers, channels=channels, seed=seed)
+    for layer in network.layers:
+        if isinstance(layer, Conv):
+            layer.weights = layer.weights.astype(np.float64)
+            layer.bias = np.random.default_rng(seed).standard_normal(layer.k)
+    return network
+
+
+# ---------------------------------------------------------------- layer gradients
+
+
+@pytest.mark.parametrize(
+    ("layer", "size"),
+    [(Conv(3, 3), 7), (Conv(2, 3, stride=2), 9), (Conv(2, 3, padding="same"), 7),
+     (Conv(2, 2, stride=2, padding=1), 8), (ReLU(), 7), (MaxPool(2), 8), (MaxPool(3, stride=1), 7),
+     (MaxPool(2, stride=1), 7), (AvgPool(2), 8), (AvgPool(3, stride=2), 9)],
+    ids=repr,
+)
+def test_layer_backward_matches_finite_differences(layer, size):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, size, size, 2))
+    if isinstance(layer, Conv):
+        layer.initialise(2, rng)
+        layer.weights = layer.weights.astype(np.float64)
+        layer.bias = rng.standard_normal(layer.k)
+    out, cache = layer.forward(x)
+    upstream = rng.standard_normal(out.shape)
+
+    def loss():
+        return float(np.sum(layer.forward(x)[0] * upstream))
+
+    grad_x, grads = layer.backward(upstream, cache)
+    assert _rel_error(grad_x, _numeric_gradient(loss, x)) < 1e-5
+    for name, value in layer.params().items():
+        assert _rel_error(grads[name], _numeric_gradient(loss, value)) < 1e-5
+
+
+def test_whole_network_backward_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    network = _float64_network(
+        [Conv(3, 3), ReLU(), MaxPool(2), Conv(4, 2, stride=2, padding=1), ReLU(), AvgPool(2)], 2)
+    x = rng.standard_normal((2, *network.fitted_size(11, 11), 2))  # fits every layer
+    out, caches = network.forward(x, keep_cache=True)
+    upstream = rng.standard_normal(out.shape)
+
+    def loss():
+        return float(np.sum(network.forward(x)[0] * upstream))
+
+    grad_x, grads = network.backward(upstream, caches)
+    assert _rel_error(grad_x, _numeric_gradient(loss, x)) < 1e-5
+    for key, value in network.parameters().items():
+        assert _rel_error(grads[key], _numeric_gradient(loss, value)) < 1e-5
+    # training skips the input gradient but must give the same parameter gradients
+    skipped, same = network.backward(upstream, caches, input_gradient=False)
+    assert skipped is None
+    for key in grads:
+        np.testing.assert_allclose(same[key], grads[key])
+
+
+def test_training_objective_gradient_matches_finite_differences():
+    """The end-to-end gradient of the loss + L2 (filter and network) used by fit_network."""
+    from patternfind.learn.network_training import _Model
+
+    rng = np.random.default_rng(3)
+    network = _float64_network([Conv(2, 3), ReLU(), MaxPool(2), Conv(3, 2), ReLU()], 1)
+    model = _Model(network, (10, 10), margin=0)
+    theta = np.concatenate([model.pack()[: model.filter_slice.start],
+                            rng.standard_normal(model.filter_slice.stop - model.filter_slice.start)])
+    x = rng.standard_normal((6, 10, 10, 1))
+    y = np.array([1, -1, 1, 1, -1, -1], dtype=np.float64)
+    for loss in ("logistic", "hinge"):
+        value, grad, grad_b = model.gradient(theta, 0.3, x, y, loss=loss, l2=0.1)
+        assert value == pytest.approx(model.objective(theta, 0.3, x, y, loss=loss, l2=0.1))
+        numeric = _numeric_gradient(lambda: model.objective(theta, 0.3, x, y, loss=loss, l2=0.1),
+                                    theta)
+        assert _rel_error(grad, numeric) < 1e-5
+        numeric_b = (model.objective(theta, 0.3 + 1e-6, x, y, loss=loss, l2=0.1)
+                     - model.objective(theta, 0.3 - 1e-6, x, y, loss=loss, l2=0.1)) / 2e-6
+        assert grad_b == pytest.approx(numeric_b, rel=1e-5)
+
+
+# ---------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        DEFAULT_LAYERS,
+        [Conv(3, 3), ReLU(), MaxPool(3, stride=1), Conv(2, 3, stride=2), ReLU(), AvgPool(2)],
+        [Conv(2, 4, stride=2), ReLU(), MaxPool(3, stride=2)],
+    ],
+    ids=["default", "overlapping-pool-stride2-conv", "stride2-conv-overlapping-pool"],
+)
+def test_network_on_a_whole_image_equals_the_network_on_every_window(layers):
+    """The fully-convolutional property that makes the detector's boxes right."""
+    network = Network(layers, channels=3, seed=4)
+    image = np.random.default_rng(5).random((1, 41, 37, 3), dtype=np.float32)
+    whole = network.forward(image)[0][0]
+    stride, window = network.total_stride, network.fitted_size(network.receptive_field,
+                                                              network.receptive_field)[0]
+    for i in range(whole.shape[0]):
+        for j in range(whole.shape[1]):
+            cut = image[:, i * stride:i * stride + window, j * stride:j * stride + window]
+            np.testing.assert_allclose(network.forward(cut)[0][0, 0, 0], whole[i, j],
+                                       rtol=1e-5, atol=1e-6)
+    # the map has as many entries as whole windows fit into the image
+    assert whole.shape[:2] == ((41 - window) // stride + 1, (37 - window) // stride + 1)
+
+
+def test_receptive_field_and_stride_follow_the_layer_arithmetic():
+    network = Network(DEFAULT_LAYERS)
+    # conv5 → R 5; pool2 → R 6, J 2; conv3 → R 10; pool2 → R 12, J 4
+    assert (network.receptive_field, network.total_stride) == (12, 4)
+    assert network.output_shape(24, 24) == (4, 4, 16)
+    assert network.fitted_size(25, 27) == (24, 24)
+    padded = Network([Conv(4, 3, padding="same"), ReLU(), MaxPool(2)])
+    assert padded.geometry.offset == 1
+    assert padded.output_shape(8, 8) == (4, 4, 4)  # 'same' keeps 8, the pool halves it
+
+
+def test_parameter_counts_match_the_lecture_formula():
+    # the lecture: 10 filters of 5×5 on 32×32×3, pad 2 → 10·(5·5·3 + 1) = 760 parameters
+    assert Network([Conv(10, 5, padding=2)], channels=3).num_params == 760
+    # 6 1×1 filters on 3 channels: 6·(1·1·3 + 1)
+    assert Network([Conv(6, 1)], channels=3).num_params == 24
+    network = Network(DEFAULT_LAYERS, channels=3)
+    counted = sum(value.size for value in network.parameters().values())
+    assert network.num_params == counted == 8 * (5 * 5 * 3 + 1) + 16 * (3 * 3 * 8 + 1)
+    assert "760" in Network([Conv(10, 5, padding=2)], channels=3).describe(input_size=(32, 32))
+    assert "32×32×10" in Network([Conv(10, 5, padding=2)], channels=3).describe(
+        input_size=(32, 32))
+
+
+def test_he_initialisation_has_the_he_variance():
+    network = Network([Conv(64, 5)], channels=8, seed=0)
+    weights = network.layers[0].weights
+    assert weights.dtype == np.float32
+    assert weights.var() == pytest.approx(2 / (5 * 5 * 8), rel=0.05)
+    assert not network.layers[0].bias.any()
+
+
+# ---------------------------------------------------------------- learning
+
+
+def _xor_patches(count, seed):
+    """Bars crossing at the centre: label = horizontal XOR vertical (not linear in pixels)."""
+    rng = np.random.default_rng(seed)
+    horizontal, vertical = rng.random(count) < 0.5, rng.random(count) < 0.5
+    patches = 0.1 * rng.random((count, 16, 16), dtype=np.float32)
+    patches[horizontal, 7:9, 3:13] += 0.8
+    patches[vertical, 3:13, 7:9] += 0.8
+    return patches, horizontal ^ vertical
+
+
+def test_the_network_learns_an_xor_no_linear_pixel_filter_can():
+    patches, labels = _xor_patches(600, seed=0)
+    test_patches, test_labels = _xor_patches(400, seed=1)
+    layers = [Conv(8, 5), ReLU(), MaxPool(2), Conv(8, 3), ReLU(), MaxPool(2)]
+    learned = train_filter(patches, labels, features="cnn", network=layers, seed=0, epochs=60)
+    linear = train_filter(patches, labels, features="pixels", seed=0)
+
+    def accuracy(filter_):
+        features = window_features(test_patches, kind=filter_.features,
+                                   options=filter_.feature_options,
+                                   parameters=filter_.feature_params)
+        scores = features.reshape(len(features), -1) @ filter_.weights.ravel() + filter_.bias
+        return float(np.mean((scores >= filter_.threshold) == test_labels))
+
+    assert accuracy(learned) > 0.97
+    assert accuracy(linear) < 0.8  # the best linear split of an XOR gets about 3 in 4
+
+
+@pytest.fixture(scope="module")
+def small_cnn_filter():
+    patches, labels = _xor_patches(300, seed=2)
+    return train_filter(patches, labels, features="cnn", network=[Conv(4, 5), ReLU(), MaxPool(2)],
+                        seed=3, epochs=5)
+
+
+def test_training_is_deterministic_per_seed(small_cnn_filter):
+    patches, labels = _xor_patches(300, seed=2)
+    again = train_filter(patches, labels, features="cnn", network=[Conv(4, 5), ReLU(), MaxPool(2)],
+                         seed=3, epochs=5)
+    np.testing.assert_array_equal(again.weights, small_cnn_filter.weights)
+    for key, value in small_cnn_filter.feature_params.items():
+        np.testing.assert_array_equal(again.feature_params[key], value)
+    other = train_filter(patches, labels, features="cnn", network=[Conv(4, 5), ReLU(), MaxPool(2)],
+                         seed=4, epochs=5)
+    assert not np.array_equal(other.feature_params["0.weights"],
+                              small_cnn_filter.feature_params["0.weights"])
+
+
+def test_a_cnn_filter_round_trips_through_its_npz_file(small_cnn_filter, tmp_path):
+    small_cnn_filter.save(tmp_path / "cnn.npz")
+    loaded = load_filter(tmp_path / "cnn.npz")
+    assert loaded.features == "cnn" and loaded.window == small_cnn_filter.window == (16, 16)
+    assert loaded.feature_options == small_cnn_filter.feature_options
+    assert loaded.feature_params.keys() == small_cnn_filter.feature_params.keys()
+    for key, value in small_cnn_filter.feature_params.items():
+        np.testing.assert_array_equal(loaded.feature_params[key], value)
+    np.testing.assert_array_equal(loaded.weights, small_cnn_filter.weights)
+    with np.load(tmp_path / "cnn.npz", allow_pickle=False) as archive:  # never pickled
+        assert "feature_params.0.weights" in archive.files
+
+
+def test_detector_boxes_land_on_the_windows_the_network_scored(small_cnn_filter):
+    """Scores on the whole image equal the window scores at (i·S, j·S); boxes go there."""
+    filter_ = small_cnn_filter
+    rng = np.random.default_rng(6)
+    image = 0.1 * rng.random((61, 75), dtype=np.float32)
+    image[23:25, 27:37] += 0.8  # a horizontal bar alone: positive; window top-left (16, 24)
+    _, maps = scan(image, filter_, scales=(1, 1), threshold=-1e9, nms_iou=1)
+    scores = maps[0].scores
+    stride = maps[0].step
+    assert stride == 2  # conv 5 + max-pool 2
+    windows = np.array([[image[i * stride:i * stride + 16, j * stride:j * stride + 16]
+                         for j in range(scores.shape[1])] for i in range(scores.shape[0])])
+    features = window_features(windows.reshape(-1, 16, 16), kind="cnn",
+                               options=filter_.feature_options, parameters=filter_.feature_params)
+    expected = features.reshape(len(features), -1) @ filter_.weights.ravel() + filter_.bias
+    np.testing.assert_allclose(scores.ravel(), expected, rtol=1e-4, atol=1e-4)
+    best = detect(image, filter_, scales=(1, 1), threshold=-1e9)[0]
+    i, j = np.unravel_index(np.argmax(scores), scores.shape)
+    assert (best.x, best.y, best.w, best.h) == (j * stride, i * stride, 16, 16)
+    # the bar sits where it sat in the positive training windows (rows 7-8, columns 3-12)
+    assert abs(best.x - 24) <= stride and abs(best.y - 16) <= stride
+
+
+def test_filters_on_the_same_network_share_its_feature_map(small_cnn_filter, monkeypatch):
+    import patternfind.layers.features as features_module
+
+    calls = []
+    original = features_module.feature_map
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["kind"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(features_module, "feature_map", counting)
+    twin = small_cnn_filter.replace(name="twin", bias=small_cnn_filter.bias + 1)
+    image = np.random.default_rng(7).random((40, 40), dtype=np.float32)
+    detect(image, [small_cnn_filter, twin], scales=(1, 1), threshold=0)
+    assert calls == ["cnn"]  # one pyramid level, one network map for both filters
+
+
+def test_feature_map_of_an_image_is_the_network_output(small_cnn_filter):
+    filter_ = small_cnn_filter
+    image = np.random.default_rng(8).random((30, 31), dtype=np.float32)
+    features, cell = feature_map(image, kind="cnn", options=filter_.feature_options,
+                                 parameters=filter_.feature_params)
+    network = Network.from_parameters(filter_.feature_options["layers"], filter_.feature_params,
+                                      channels=1)
+    np.testing.assert_array_equal(features, network.feature_map(image))
+    assert cell == network.total_stride
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("build", "text"),
+    [
+        (lambda: Conv(0, 3), "`k` of a Conv layer must be a positive integer, got 0"),
+        (lambda: Conv(8, -1), "`f` of a Conv layer must be a positive integer, got -1"),
+        (lambda: Conv(8, 3, stride=0), "`stride` of a Conv layer"),
+        (lambda: Conv(8, 4, padding="same"), "odd filter size"),
+        (lambda: MaxPool(0), "`f` of a MaxPool layer must be a positive integer, got 0"),
+        (lambda: AvgPool(2, stride=-2), "`stride` of a AvgPool layer"),
+        (lambda: Network([ReLU(), MaxPool(2)]), "at least one Conv layer"),
+        (lambda: Network([{"type": "dense"}]), "unknown layer type 'dense'"),
+    ],
+)
+def test_bad_layers_name_the_value(build, text):
+    with pytest.raises(ValueError, match=None) as error:
+        build()
+    assert text in str(error.value)
+
+
+def test_a_receptive_field_larger_than_the_window_is_an_error():
+    patches, labels = _xor_patches(40, seed=0)
+    with pytest.raises(ValueError, match="receptive field of 12 pixels is larger than the 8×8"):
+        train_filter(patches[:, :8, :8], labels, features="cnn")
+
+
+def test_pooling_that_does_not_fit_the_window_is_the_lectures_error():
+    patches, labels = _xor_patches(40, seed=0)
+    with pytest.raises(ValueError, match=r"does not fit.*10.5 is not a whole number.*24×24"):
+        train_filter(np.pad(patches, ((0, 0), (0, 9), (0, 9))), labels, features="cnn")
+
+
+def test_nan_during_training_stops_and_names_the_learning_rate():
+    patches, labels = _xor_patches(200, seed=0)
+    with pytest.raises(ValueError, match=r"training diverged.*`lr`=1e\+06; lower it, e.g. lr=100000"):
+        train_filter(patches, labels, features="cnn", network=[Conv(4, 5), ReLU(), MaxPool(2)],
+                     lr=1e6, epochs=5, optimizer="sgd")
+
+
+def test_a_network_file_whose_layers_do_not_chain_is_an_error(small_cnn_filter, tmp_path, capsys):
+    params = dict(small_cnn_filter.feature_params)
+    params["0.weights"] = np.zeros((5, 5, 2, 4), np.float32)  # takes 2 channels, the image has 1
+    broken = small_cnn_filter.replace(feature_params=params)
+    broken.save(tmp_path / "broken.npz")
+    loaded = load_filter(tmp_path / "broken.npz")
+    with pytest.raises(ValueError, match=r"layers do not chain: layer 0 \(Conv\(4, 5\)\).*2 input"):
+        detect(np.zeros((40, 40), np.float32), loaded, threshold=0)
+    image = tmp_path / "image.png"
+    from patternfind.io import save_image
+
+    save_image(image, np.zeros((40, 40), np.uint8))
+    assert main([str(image), "--filter", str(tmp_path / "broken.npz"), "--threshold", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "do not chain" in err[0]
+
+
+def test_a_cnn_filter_needs_its_network():
+    with pytest.raises(ValueError, match="needs the network's `feature_params`"):
+        Filter(np.ones((4, 4, 16), np.float32), features="cnn", window=(24, 24))
