@@ -17,7 +17,14 @@ examples:
   patternfind train --annotations faces.xml -o face.npz
   patternfind train --annotations labels.json --images photos/ --window 48x48 \\
       --features hog --mine-rounds 2 -o face.npz
+  patternfind train --annotations labels.csv --features cnn -o face_cnn.npz
+  patternfind train --pos digits/3 --neg digits/other --window 24x24 --features cnn \
+      --layers conv:8:5,relu,maxpool:2,conv:16:3,relu,maxpool:2 -o three.npz
   patternfind photo.jpg --filter face.npz        # the features travel inside the filter
+
+--features cnn learns the features too: a small network of conv, ReLU and
+pooling layers (--layers, default conv:8:5,relu,maxpool:2,conv:16:3,relu,maxpool:2)
+trained together with the filter on top; its weights go into the same .npz.
 
 With --pos/--neg, every image in the folders is resized to the window.
 With --annotations (COCO JSON, Pascal VOC XML, dlib XML or CSV), positives are
@@ -31,7 +38,8 @@ def build_parser() -> Parser:
     """The ``patternfind train`` parser."""
     parser = Parser(prog="patternfind train", epilog=EXAMPLES,
                     description="Learn a linear filter by gradient descent (logistic or hinge "
-                                "loss + L2) on pixel, gradient or HOG features.")
+                                "loss + L2) on pixel, gradient or HOG features, or on the "
+                                "features of small conv layers learned with it (cnn).")
     source = parser.add_argument_group("training data (either --pos/--neg or --annotations)")
     source.add_argument("--pos", metavar="DIR", help="folder of object images")
     source.add_argument("--neg", metavar="DIR", help="folder of background images")
@@ -44,8 +52,12 @@ def build_parser() -> Parser:
     parser.add_argument("--window", type=_window, default=None, metavar="WxH",
                         help="window size in pixels, e.g. 32x32 (default: the --pos images' "
                              "median size, or chosen from the boxes)")
-    parser.add_argument("--features", choices=("hog", "gradients", "pixels"), default=None,
+    parser.add_argument("--features", choices=("hog", "gradients", "pixels", "cnn"), default=None,
                         help="feature channels (default: hog for annotations, pixels for folders)")
+    parser.add_argument("--layers", type=_layers, default=None, metavar="SPEC",
+                        help="cnn layers, comma-separated: conv:K:F[:STRIDE[:PADDING]], relu, "
+                             "maxpool:F[:STRIDE], avgpool:F[:STRIDE] (default "
+                             "conv:8:5,relu,maxpool:2,conv:16:3,relu,maxpool:2)")
     parser.add_argument("--cell", type=int, default=None,
                         help="HOG cell size in pixels (default 6 for annotations, else 8)")
     parser.add_argument("--bins", type=int, default=None, help="HOG orientation bins (default 9)")
@@ -80,6 +92,34 @@ def _window(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _layers(text: str) -> list[dict[str, Any]]:
+    """``conv:8:5,relu,maxpool:2`` → layer spec dicts (checked by building the layers)."""
+    from patternfind.layers.network import layer_from_spec
+
+    specs = []
+    for item in text.split(","):
+        kind, *numbers = item.strip().lower().split(":")
+        names = {"conv": ("k", "f", "stride", "padding"), "relu": (),
+                 "maxpool": ("f", "stride"), "avgpool": ("f", "stride")}.get(kind)
+        if names is None or len(numbers) > len(names):
+            msg = (f"bad layer {item!r}: use conv:K:F[:STRIDE[:PADDING]], relu, "
+                   "maxpool:F[:STRIDE] or avgpool:F[:STRIDE]")
+            raise argparse.ArgumentTypeError(msg)
+        spec: dict[str, Any] = {"type": kind}
+        for name, number in zip(names, numbers, strict=False):
+            try:
+                spec[name] = number if name == "padding" and number in ("same", "valid") else int(number)
+            except ValueError:
+                msg = f"bad layer {item!r}: {name} must be an integer, got {number!r}"
+                raise argparse.ArgumentTypeError(msg) from None
+        try:
+            specs.append(layer_from_spec(spec).spec())
+        except ValueError as error:
+            msg = f"bad layer {item!r}: {error}"
+            raise argparse.ArgumentTypeError(msg) from None
+    return specs
+
+
 def run(args: argparse.Namespace) -> int:
     """Train, save, and print the summary."""
     from patternfind.learn import train_detector, train_filter
@@ -108,7 +148,12 @@ def run(args: argparse.Namespace) -> int:
     if given and features != "hog":
         msg = f"--cell, --bins and --hog-variant apply to hog features, not {features}"
         raise UsageError(msg)
+    if args.layers is not None and features != "cnn":
+        msg = f"--layers applies to cnn features, not {features}"
+        raise UsageError(msg)
     options: dict[str, Any] | None = None
+    if features == "cnn" and args.layers is not None:
+        options = {"layers": args.layers}
     if features == "hog":
         from patternfind.learn import DETECTOR_HOG_OPTIONS
 
@@ -189,6 +234,12 @@ def _summary(filter_: Any, output: Path, seconds: float) -> str:
         f"train accuracy {meta['train_accuracy']:.3f}, val accuracy {meta['val_accuracy']:.3f}, "
         f"threshold {filter_.threshold:.3f}, time {seconds:.1f} s"),
     ]
+    if filter_.features == "cnn":
+        from patternfind.layers.network import Network
+
+        network = Network.from_filter(filter_)
+        lines.append(f"network: {network!r}, {network.num_params} parameters, receptive field "
+                     f"{network.receptive_field} px, stride {network.total_stride} px")
     if "rounds" in meta:
         mined = ", ".join(str(r["hard_negatives"]) for r in meta["rounds"]) or "none"
         lines.append(f"{meta['positives']} positives, {meta['negatives']} negatives "

@@ -48,6 +48,7 @@ from patternfind.layers.conv import (
     pool2d,
     pool2d_backward,
 )
+from patternfind.structures import Filter
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -127,22 +128,28 @@ class Conv:
         self.bias = np.zeros(self.k, dtype=np.float32)
 
     def params(self) -> dict[str, Array]:
-        assert self.weights is not None and self.bias is not None
+        if self.weights is None or self.bias is None:
+            msg = f"{self!r} has no weights yet: put it in a Network, which initialises them"
+            raise ValueError(msg)
         return {"weights": self.weights, "bias": self.bias}
 
     def forward(self, x: Array) -> tuple[Array, Any]:
         """``(N, H, W, C)`` → ``(N, H', W', K)``; the cache is the input."""
-        out = conv2d(x, self.weights, self.bias, stride=self.stride, padding=self.padding)
+        params = self.params()
+        out = conv2d(x, params["weights"], params["bias"], stride=self.stride,
+                     padding=self.padding)
         return out, x
 
     def backward(self, grad_out: Array, cache: Any, *, input_gradient: bool = True
                  ) -> tuple[Array | None, dict[str, Array]]:
         """``grad_x`` (None if not ``input_gradient``) and the parameters' gradients."""
+        weights = self.params()["weights"]
+        grad_x: Array | None
         if input_gradient:
-            grad_x, grad_w, grad_b = conv2d_backward(grad_out, cache, self.weights,
+            grad_x, grad_w, grad_b = conv2d_backward(grad_out, cache, weights,
                                                      stride=self.stride, padding=self.padding)
         else:  # a first layer: its input is the data, whose gradient nobody needs
-            grad_x, grad_w, grad_b = _conv_backward(grad_out, cache, self.weights, self.stride,
+            grad_x, grad_w, grad_b = _conv_backward(grad_out, cache, weights, self.stride,
                                                     self.padding, input_gradient=False)
         return grad_x, {"weights": grad_w, "bias": grad_b}
 
@@ -448,6 +455,15 @@ class Network:
                     setattr(layer, name, array)
         return cls(built, channels=channels)
 
+    @classmethod
+    def from_filter(cls, filter_: Filter) -> Network:
+        """The network of a ``features="cnn"`` filter (its layers and learned arrays)."""
+        if filter_.features != "cnn":
+            msg = f"Filter {filter_.name!r} works on {filter_.features!r} features, not a network"
+            raise ValueError(msg)
+        return cls.from_parameters(filter_.feature_options["layers"], filter_.feature_params,
+                                   channels=3 if filter_.feature_options.get("color") else 1)
+
     # ---------------------------------------------------------------- passes
 
     def forward(self, x: NDArray[Any], *, keep_cache: bool = False
@@ -529,7 +545,8 @@ def _float_array(values: Any) -> Array:
 
 
 def _check_conv_params(layer: Conv, index: int, channels: int) -> None:
-    assert layer.weights is not None and layer.bias is not None
+    assert layer.weights is not None
+    assert layer.bias is not None
     expected = (layer.f, layer.f, channels, layer.k)
     if layer.weights.shape != expected:
         got_channels = layer.weights.shape[2] if layer.weights.ndim == 4 else "?"

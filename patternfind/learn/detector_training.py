@@ -25,6 +25,8 @@ from patternfind.layers.features import FEATURE_KINDS, feature_cell, window_feat
 from patternfind.layers.features import (
     feature_options as complete_feature_options,  # the name is a parameter here
 )
+from patternfind.layers.network import Network
+from patternfind.learn.network_training import NetworkLike, build_network, fit_network
 from patternfind.learn.optimize import FitOptions, fit_linear
 from patternfind.learn.patch_training import make_filter
 from patternfind.learn.patches import (
@@ -66,6 +68,7 @@ def train_detector(
     scale_step: float = 1.1,
     name: str = "learned",
     options: FitOptions | None = None,
+    network: NetworkLike = None,
     **fit_options: Any,
 ) -> Filter:
     """Train a sliding-window detector from annotated images, with hard-negative mining.
@@ -91,8 +94,11 @@ def train_detector(
         area of the median box area, at most 48 × 48, rounded to whole cells
         and at least 4 cells a side. Boxes smaller than the window are
         upsampled; at detection, scales below 1 search them.
-    features : {"hog", "gradients", "pixels"}
-        Feature transform; its options go in ``feature_options``.
+    features : {"hog", "gradients", "pixels", "cnn"}
+        Feature transform; its options go in ``feature_options``. ``"cnn"``
+        trains a small network and the filter together at every round
+        (`patternfind.learn.network_training.fit_network`); the default window
+        is snapped to a size every layer fits.
     feature_options : mapping, optional
         Default for HOG: `DETECTOR_HOG_OPTIONS` (Felzenszwalb's 31 channels, 6-pixel cells).
     mine_rounds : int, default 2
@@ -106,8 +112,9 @@ def train_detector(
         (`patternfind.learn.patches.patches_from_annotations`).
     scale_step : float
         Pyramid step of the detector during mining.
-    name, options, **fit_options
-        As in `train_filter`: the filter's name and how to fit it (`FitOptions`).
+    name, options, network, **fit_options
+        As in `train_filter`: the filter's name, how to fit it (`FitOptions`)
+        and, for ``"cnn"``, the network's layers.
 
     Returns
     -------
@@ -148,15 +155,36 @@ def train_detector(
     feature_settings = {**feature_settings, "color": color}
     boxes = {key: check_boxes(_as_boxes(keyed_boxes[key]), pixels[key].shape, f"image {key!r}")
              for key in keyed_boxes}
+    window_given = window is not None
     window = _choose_window(boxes, window, cell)
+    if features == "cnn":  # the network must fit the window: snap a default one to fit
+        if not window_given:
+            window = Network(feature_settings["layers"], channels=3 if color else 1).fitted_size(*window)
+        feature_settings = build_network(network, feature_settings, window=window, seed=seed)[1]
     context = 0 if features == "pixels" else 2 * cell
+
+    def samples(windows: NDArray[np.float32]) -> NDArray[np.float32]:
+        """What the fit sees of each window: its features, or the pixels for a network."""
+        if features == "cnn":
+            return windows if windows.ndim == 4 else windows[..., None]
+        found = window_features(windows, kind=features, options=feature_settings, context=context)
+        return found.reshape(len(found), -1)
+
+    def fit_samples(X: NDArray[np.float32], y: NDArray[np.float32], groups: NDArray[np.intp]
+                    ) -> tuple[dict[str, Any], tuple[int, ...]]:
+        if features != "cnn":
+            return fit_linear(X, y, groups=groups, options=fit_settings), feature_shape
+        fresh = build_network(network, feature_settings, window=window, seed=seed)[0]
+        fit = fit_network(X, y, fresh, groups=groups, options=fit_settings, margin=context // cell)
+        return fit, fit.pop("feature_shape")
+
     started = time.perf_counter()
     patches, labels = patches_from_annotations(
         pixels, boxes, window=window, flip=flip, negatives_per_image=negatives_per_image,
         jitter=jitter, context=context, color=color, seed=seed)
-    X = window_features(patches, kind=features, options=feature_settings, context=context)
-    feature_shape = X.shape[1:]
-    X = X.reshape(len(X), -1)
+    feature_shape: tuple[int, ...] = () if features == "cnn" else window_features(  # cnn: by the fit
+        patches[:1], kind=features, options=feature_settings, context=context).shape[1:]
+    X = samples(patches)
     y = np.where(labels, np.float32(1), np.float32(-1))
     # patches_from_annotations lists each box's copies (jittered, mirrored) together
     copies = (1 + jitter) * (2 if flip else 1)
@@ -166,7 +194,7 @@ def train_detector(
     box_scales = _box_scales(boxes, window)
     scales = (box_scales[0] / 1.25, box_scales[1] * 1.25)
     rounds = []
-    fit = fit_linear(X, y, groups=groups, options=fit_settings)
+    fit, feature_shape = fit_samples(X, y, groups)
     for round_index in range(1, mine_rounds + 1):
         current = make_filter(dict(fit), feature_shape, features=features, feature_options=feature_settings,
                                window=window, name=name)
@@ -186,12 +214,10 @@ def train_detector(
                              f"{len(hard)} hard negatives\n")
         if not hard:
             break
-        hard_features = window_features(np.stack(hard), kind=features, options=feature_settings,
-                                        context=context)
-        X = np.concatenate([X, hard_features.reshape(len(hard), -1)])
+        X = np.concatenate([X, samples(np.stack(hard))])
         y = np.concatenate([y, np.full(len(hard), -1, dtype=np.float32)])
         groups = np.concatenate([groups, groups.max() + 1 + np.arange(len(hard))])
-        fit = fit_linear(X, y, groups=groups, options=fit_settings)
+        fit, feature_shape = fit_samples(X, y, groups)
         rounds[-1]["val_accuracy"] = fit["val_accuracy"]
     final = make_filter(dict(fit), feature_shape, features=features, feature_options=feature_settings,
                          window=window, name=name)

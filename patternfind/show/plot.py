@@ -35,8 +35,11 @@ __all__ = [
     "COLORS",
     "draw_evaluation",
     "hog_glyphs",
+    "network_filter_tiles",
     "plot_detections",
+    "plot_feature_maps",
     "plot_filter",
+    "plot_network_filters",
     "plot_pr_curves",
     "write_report",
 ]
@@ -76,7 +79,9 @@ def plot_filter(ax: Any, filter_: Filter, *, subtract_mean: bool = False,
         An (h, w) filter is one picture; an (h, w, C) filter shows its C
         channels side by side, on one shared colour scale. A filter over
         ``"hog"`` features is drawn as HOG glyphs instead (`hog_glyphs`): its
-        positive weights on the left, its negative weights on the right.
+        positive weights on the left, its negative weights on the right. A
+        filter over ``"cnn"`` features shows its network's first-layer filters
+        instead (`plot_network_filters`).
     subtract_mean : bool
         Show the weights minus their mean (over the mask): what a
         normalised cross-correlation ("ncc") score actually matches.
@@ -90,6 +95,8 @@ def plot_filter(ax: Any, filter_: Filter, *, subtract_mean: bool = False,
     """
     if filter_.features == "hog":
         return _plot_hog_filter(ax, filter_)
+    if filter_.features == "cnn":
+        return plot_network_filters(ax, filter_, colorbar=colorbar)
     weights = np.asarray(filter_.weights, dtype=np.float64)
     if weights.ndim == 2:
         weights = weights[..., None]
@@ -123,6 +130,132 @@ def plot_filter(ax: Any, filter_: Filter, *, subtract_mean: bool = False,
     if colorbar:
         ax.figure.colorbar(picture, ax=ax, fraction=0.046, pad=0.03)
     return picture
+
+
+def network_filter_tiles(weights: NDArray[Any], *, gap: int = 1) -> NDArray[np.float64]:
+    """Lay out a conv layer's filters as one picture, in a near-square grid.
+
+    Parameters
+    ----------
+    weights : (F, F, C, K) array
+        The layer's ``K`` filters.
+    gap : int
+        Pixels between tiles (NaN: drawn blank).
+
+    Returns
+    -------
+    (rows·(F + gap) − gap, cols·(F + gap) − gap[, 3]) float64 array
+        Grey filters (C ≠ 3) keep their weights (channels summed), on one
+        shared scale; colour filters (C = 3) are each stretched to [0, 1] as
+        RGB, the lecture's picture of learned edge and colour detectors.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 4:
+        msg = f"`weights` must be (F, F, C, K), got shape {weights.shape}"
+        raise ValueError(msg)
+    size_h, size_w, channels, count = weights.shape
+    colour = channels == 3
+    columns = int(np.ceil(np.sqrt(count)))
+    rows = -(-count // columns)
+    shape = (rows * (size_h + gap) - gap, columns * (size_w + gap) - gap)
+    tiles = np.full((*shape, 3) if colour else shape, np.nan)
+    for index in range(count):
+        tile = weights[..., index]
+        if colour:
+            low, high = tile.min(), tile.max()
+            tile = (tile - low) / (high - low) if high > low else np.full_like(tile, 0.5)
+        else:
+            tile = tile.sum(axis=2)
+        top, left = (index // columns) * (size_h + gap), (index % columns) * (size_w + gap)
+        tiles[top:top + size_h, left:left + size_w] = tile
+    return tiles
+
+
+def plot_network_filters(ax: Any, filter_: Filter, *, colorbar: bool = True) -> Any:
+    """Draw the first conv layer's filters of a ``"cnn"`` filter as small images.
+
+    Grey networks use a diverging colour map centred on zero, colour networks
+    show each filter as an RGB picture (`network_filter_tiles`).
+
+    Returns
+    -------
+    matplotlib.image.AxesImage
+    """
+    from patternfind.layers.network import Conv, Network
+
+    network = Network.from_filter(filter_)
+    first = next(layer for layer in network.layers if isinstance(layer, Conv))
+    assert first.weights is not None
+    tiles = network_filter_tiles(first.weights)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"{filter_.name}: first-layer filters ({first.k} of {first.f}×{first.f})",
+                 fontsize=10)
+    if tiles.ndim == 3:
+        return ax.imshow(np.nan_to_num(tiles, nan=1.0), interpolation="nearest")
+    from matplotlib import colormaps
+
+    limit = float(np.nanmax(np.abs(tiles))) or 1.0
+    picture = ax.imshow(tiles, cmap=colormaps["RdBu_r"].with_extremes(bad="white"),
+                        vmin=-limit, vmax=limit, interpolation="nearest")
+    if colorbar:
+        ax.figure.colorbar(picture, ax=ax, fraction=0.046, pad=0.03)
+    return picture
+
+
+def plot_feature_maps(figure: Any, filter_: Filter, image: NDArray[Any], *,
+                      layer: int | None = None) -> Any:
+    """Show one image's feature maps: every channel of one layer's output.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure
+        Drawn on with a grid of small axes, one per channel.
+    filter_ : Filter
+        A ``"cnn"`` filter.
+    image : (H, W[, 3]) array
+        Any image `patternfind.pixels.prepare_image` accepts.
+    layer : int, optional
+        Index of the layer whose output is shown; default the first ReLU (the
+        first conv layer's rectified responses), else the first layer.
+
+    Returns
+    -------
+    array of matplotlib.axes.Axes
+    """
+    from patternfind.layers.network import Network, ReLU
+    from patternfind.pixels import prepare_image, to_grey
+
+    network = Network.from_filter(filter_)
+    if layer is None:
+        layer = next((i for i, item in enumerate(network.layers) if isinstance(item, ReLU)), 0)
+    if not 0 <= layer < len(network.layers):
+        msg = f"`layer` must be in [0, {len(network.layers) - 1}], got {layer!r}"
+        raise ValueError(msg)
+    pixels = prepare_image(image)
+    if network.channels == 1 and pixels.ndim == 3:
+        pixels = to_grey(pixels)
+    elif network.channels == 3 and pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    height, width = network.fitted_size(*pixels.shape[:2])  # the rows and columns it uses
+    out = pixels.reshape(1, *pixels.shape[:2], network.channels)[:, :height, :width]
+    for item in network.layers[:layer + 1]:
+        out = item.forward(out)[0]
+    maps = out[0]
+    columns = int(np.ceil(np.sqrt(maps.shape[2])))
+    rows = -(-maps.shape[2] // columns)
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    for channel, ax in enumerate(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if channel >= maps.shape[2]:
+            ax.axis("off")
+            continue
+        ax.imshow(maps[..., channel], cmap="gray", interpolation="nearest")
+        ax.set_title(f"channel {channel}", fontsize=8)
+    figure.suptitle(f"{filter_.name}: output of layer {layer} ({network.layers[layer]!r}), "
+                    f"{maps.shape[1]}×{maps.shape[0]}×{maps.shape[2]}", fontsize=10)
+    return axes
 
 
 def hog_glyphs(orientation_weights: NDArray[Any], angles: NDArray[Any], *,
