@@ -1,8 +1,14 @@
-"""Time patternfind.conv2d against torch.nn.functional.conv2d on the same inputs.
+"""Time patternfind.conv2d (and its backward pass) against torch on the same inputs.
 
-Input (4, 64, 64, 3) float32, ten 5×5×3 filters with bias, for stride 1 and 2 ×
-'valid' and 'same'. Both are timed in the same run with interleaved repeats, and
-the medians and their ratio are printed. Without torch only patternfind is timed.
+Shapes: the lecture's (4, 64, 64, 3) with ten 5×5×3 filters for stride 1 and 2 ×
+'valid' and 'same', and the default network's two conv layers on a training
+batch: (256, 24, 24, 1) × eight 5×5 and (256, 10, 10, 8) × sixteen 3×3×8.
+torch gets contiguous NCHW tensors, as its users hold them (the layout change is
+made once, outside the timing). "forward" times conv2d against
+``torch.nn.functional.conv2d``; "fwd+bwd" times conv2d + conv2d_backward (all
+three gradients) against torch's forward and ``backward()`` of its sum. Both
+are timed in the same run with interleaved repeats, and the medians and their
+ratio are printed. Without torch only patternfind is timed.
 
 Run:  python benchmarks/bench_conv.py [--repeats 31]
 """
@@ -14,7 +20,7 @@ import time
 
 import numpy as np
 
-from patternfind.layers.conv import conv2d
+from patternfind.layers.conv import conv2d, conv2d_backward
 
 try:
     import torch
@@ -22,7 +28,15 @@ try:
 except ImportError:  # torch is only a comparison, never a dependency
     torch = None
 
-CASES = [(1, "valid"), (1, "same"), (2, "valid"), (2, "same")]
+LECTURE = ((4, 64, 64, 3), (5, 5, 3, 10))
+CASES = [  # (name, x shape, weights shape, stride, padding)
+    ("lecture", *LECTURE, 1, "valid"),
+    ("lecture", *LECTURE, 1, "same"),
+    ("lecture", *LECTURE, 2, "valid"),
+    ("lecture", *LECTURE, 2, "same"),
+    ("network conv 1", (256, 24, 24, 1), (5, 5, 1, 8), 1, "valid"),
+    ("network conv 2", (256, 10, 10, 8), (3, 3, 8, 16), 1, "valid"),
+]
 
 
 def torch_padding(size, f, stride):
@@ -32,10 +46,13 @@ def torch_padding(size, f, stride):
     return total // 2, total - total // 2
 
 
-def make_torch_call(x, weights, bias, stride, padding):
+def make_torch_call(x, weights, bias, stride, padding, *, backward=False):
     x_nchw = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     w_kcff = torch.from_numpy(np.ascontiguousarray(weights.transpose(3, 2, 0, 1)))
     b = torch.from_numpy(bias)
+    if backward:
+        for tensor in (x_nchw, w_kcff, b):
+            tensor.requires_grad_()
     pad = None
     if padding == "same":
         rows = torch_padding(x.shape[1], weights.shape[0], stride)
@@ -47,7 +64,13 @@ def make_torch_call(x, weights, bias, stride, padding):
             inputs = torch_functional.pad(x_nchw, pad) if pad else x_nchw
             return torch_functional.conv2d(inputs, w_kcff, b, stride=stride)
 
-    return call
+    def call_with_backward():
+        inputs = torch_functional.pad(x_nchw, pad) if pad else x_nchw
+        out = torch_functional.conv2d(inputs, w_kcff, b, stride=stride)
+        out.sum().backward()
+        return out
+
+    return call_with_backward if backward else call
 
 
 def time_once(call, pause):
@@ -67,49 +90,50 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((4, 64, 64, 3), dtype=np.float32)
-    weights = rng.standard_normal((5, 5, 3, 10), dtype=np.float32)
-    bias = rng.standard_normal(10, dtype=np.float32)
-
     if torch is None:
         print("torch is missing: timing patternfind only (pip install torch for the comparison)")
     else:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"x {x.shape} float32, weights {weights.shape}, median of {args.repeats} repeats")
-    header = f"{'stride':>6} {'padding':>8} {'patternfind':>12}"
-    if torch is not None:
-        header += f" {'torch':>10} {'ratio':>6}"
-    header += "   (medians; ratio = patternfind / torch)"
-    print(header)
+    print(f"float32, median of {args.repeats} interleaved repeats; ratio = patternfind / torch")
+    print(f"{'case':<15} {'x':>17} {'weights':>14} {'S':>2} {'padding':>7} {'pass':>8} "
+          f"{'patternfind':>12} {'torch':>10} {'ratio':>6}")
+    rng = np.random.default_rng(0)
+    for name, x_shape, w_shape, stride, padding in CASES:
+        x = rng.standard_normal(x_shape, dtype=np.float32)
+        weights = rng.standard_normal(w_shape, dtype=np.float32)
+        bias = rng.standard_normal(w_shape[3], dtype=np.float32)
+        grad = np.ones_like(conv2d(x, weights, bias, stride=stride, padding=padding))
 
-    for stride, padding in CASES:
-
-        def ours(stride=stride, padding=padding):
+        def forward(x=x, weights=weights, bias=bias, stride=stride, padding=padding):
             return conv2d(x, weights, bias, stride=stride, padding=padding)
 
-        calls = {"patternfind": ours}
-        if torch is not None:
-            calls["torch"] = make_torch_call(x, weights, bias, stride, padding)
-            expected = calls["torch"]().numpy().transpose(0, 2, 3, 1)
-            np.testing.assert_allclose(ours(), expected, rtol=1e-4, atol=1e-4)
-        for call in calls.values():  # warm-up
-            call()
-        times = {name: [] for name in calls}
-        for _ in range(args.repeats):
-            for name, call in calls.items():
-                times[name].append(time_once(call, args.pause))
-        medians = {name: float(np.median(values)) * 1e3 for name, values in times.items()}
-        best = {name: float(np.min(values)) * 1e3 for name, values in times.items()}
-        line = f"{stride:>6} {padding:>8} {medians['patternfind']:>9.3f} ms"
-        if torch is not None:
-            ratio = medians["patternfind"] / medians["torch"]
-            line += f" {medians['torch']:>7.3f} ms {ratio:>5.2f}×"
-        line += f"   (best: patternfind {best['patternfind']:.3f} ms"
-        if torch is not None:
-            line += f", torch {best['torch']:.3f} ms"
-        line += ")"
-        print(line)
+        def forward_backward(x=x, weights=weights, bias=bias, stride=stride, padding=padding,
+                             grad=grad):
+            conv2d(x, weights, bias, stride=stride, padding=padding)
+            return conv2d_backward(grad, x, weights, stride=stride, padding=padding)
+
+        for label, ours, backward in (("forward", forward, False),
+                                      ("fwd+bwd", forward_backward, True)):
+            calls = {"patternfind": ours}
+            if torch is not None:
+                calls["torch"] = make_torch_call(x, weights, bias, stride, padding,
+                                                 backward=backward)
+                if not backward:
+                    expected = calls["torch"]().numpy().transpose(0, 2, 3, 1)
+                    np.testing.assert_allclose(ours(), expected, rtol=1e-3, atol=1e-3)
+            for call in calls.values():  # warm-up
+                call()
+            times = {key: [] for key in calls}
+            for _ in range(args.repeats):
+                for key, call in calls.items():
+                    times[key].append(time_once(call, args.pause))
+            medians = {key: float(np.median(values)) * 1e3 for key, values in times.items()}
+            line = (f"{name:<15} {x_shape!s:>17} {w_shape!s:>14} {stride:>2} {padding:>7} "
+                    f"{label:>8} {medians['patternfind']:>9.3f} ms")
+            if torch is not None:
+                ratio = medians["patternfind"] / medians["torch"]
+                line += f" {medians['torch']:>7.3f} ms {ratio:>5.2f}×"
+            print(line, flush=True)
     return 0
 
 

@@ -286,7 +286,7 @@ def conv2d(
             columns = _gather(windows[images, rows], buffer)
             np.matmul(columns, weight_matrix, out=out[images, rows].reshape(len(columns), -1))
 
-    _in_threads(run, _blocks(windows, weight_matrix.shape[1], whole_images=False))
+    _in_threads(run, _blocks(windows, weight_matrix.shape[1]))
     if layer.bias is not None:
         out += layer.bias
     return layer.shape_output(out)
@@ -354,11 +354,12 @@ def _conv_backward(
         for images, rows in blocks:
             block_grad = grad[images, rows].reshape(-1, weight_matrix.shape[1])
             grad_w += (block_grad.T @ _gather(windows[images, rows], buffer)).T
-            if grad_padded is not None:  # blocks are whole images: no two threads share a pixel
-                _col2im(block_grad @ weight_matrix.T, grad_padded[images], layer)
+            if grad_padded is not None:
+                _col2im(block_grad @ weight_matrix.T, grad_padded[images], rows, layer)
         partial_sums.append(grad_w)
 
-    _in_threads(run, _blocks(windows, weight_matrix.shape[1], whole_images=True))
+    # row blocks of one image scatter-add onto overlapping input rows: keep an image in one thread
+    _in_threads(run, _blocks(windows, weight_matrix.shape[1]), whole_images=True)
     grad_weights = np.sum(partial_sums, axis=0).reshape(layer.weights_shape)
     grad_bias = grad.reshape(-1, weight_matrix.shape[1]).sum(axis=0)
     grad_bias = grad_bias if layer.has_k else grad_bias.reshape(())
@@ -533,16 +534,15 @@ def _windows(padded: NDArray[np.floating], layer: _ConvLayer) -> NDArray[np.floa
     )
 
 
-def _blocks(windows: NDArray[np.floating], k: int, *, whole_images: bool
-            ) -> list[tuple[slice, slice]]:
+def _blocks(windows: NDArray[np.floating], k: int) -> list[tuple[slice, slice]]:
     """Split the output into blocks of ``(images, rows)`` that each fit `_block_capacity`.
 
     Several small images go to one block (a training batch is not a Python loop
-    over images); a large image is split into row blocks, unless ``whole_images``.
+    over images); a large image is split into blocks of rows.
     """
     n, out_h = windows.shape[:2]
     rows_per_block = _block_rows(windows, k)
-    if rows_per_block >= out_h or whole_images:
+    if rows_per_block >= out_h:
         per_block = max(1, rows_per_block // out_h)
         return [(slice(first, first + per_block), slice(0, out_h)) for first in range(0, n, per_block)]
     return [(slice(image, image + 1), slice(top, top + rows_per_block))
@@ -568,27 +568,31 @@ def _block_capacity(windows: NDArray[np.floating], k: int) -> tuple[int, int]:
     """Shape of a thread's im2col buffer: the largest block of `_blocks`, as rows."""
     n, out_h, out_w = windows.shape[:3]
     rows = _block_rows(windows, k)
-    rows = max(1, rows // out_h) * out_h if rows >= out_h else rows
+    rows = (rows // out_h) * out_h if rows >= out_h else rows
     return min(rows, n * out_h) * out_w, windows.shape[3] * windows.shape[4]
 
 
 def _gather(block: NDArray[np.floating], buffer: NDArray[np.floating]) -> NDArray[np.floating]:
     """im2col of one block of the windows view into ``buffer``: ``(windows, Fh·Fw·C)``."""
     count = int(np.prod(block.shape[:3]))
-    if count > len(buffer):  # a whole image that is larger than the usual block
-        buffer = np.empty((count, buffer.shape[1]), dtype=buffer.dtype)
     columns = buffer[:count]
     np.copyto(columns.reshape(block.shape), block)
     return columns
 
 
-def _in_threads(run: Any, blocks: list[tuple[slice, slice]]) -> None:
-    """``run(list of blocks)`` on two halves of ``blocks`` in two threads (numpy frees the GIL)."""
-    workers = min(_WORKERS, len(blocks) // _MIN_BLOCKS_PER_THREAD)
-    if workers <= 1:
+def _in_threads(run: Any, blocks: list[tuple[slice, slice]], *, whole_images: bool = False
+                ) -> None:
+    """``run(list of blocks)`` on two halves of ``blocks`` in two threads (numpy frees the GIL).
+
+    With ``whole_images`` the halves split at an image boundary (or not at all).
+    """
+    half = len(blocks) // 2
+    if whole_images:
+        while 0 < half < len(blocks) and blocks[half][0].start == blocks[half - 1][0].start:
+            half += 1
+    if _WORKERS < 2 or min(half, len(blocks) - half) < _MIN_BLOCKS_PER_THREAD:
         run(blocks)
         return
-    half = len(blocks) // 2
     pending = _executor().submit(run, blocks[half:])
     run(blocks[:half])
     pending.result()
@@ -600,12 +604,14 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def _col2im(
-    columns: NDArray[np.floating], grad: NDArray[np.floating], layer: _ConvLayer
+    columns: NDArray[np.floating], grad: NDArray[np.floating], rows: slice, layer: _ConvLayer
 ) -> None:
-    """Scatter-add window gradients onto the padded input ``grad`` (adjoint of im2col)."""
+    """Scatter-add the gradients of output ``rows`` onto the padded input ``grad`` (im2col's adjoint)."""
     fh, fw = layer.weights.shape[:2]
     sh, sw = layer.strides
-    out_h, out_w = layer.out_hw
+    out_w = layer.out_hw[1]
+    out_h = len(range(*rows.indices(layer.out_hw[0])))
+    grad = grad[:, rows.indices(layer.out_hw[0])[0] * sh :]
     columns = columns.reshape(grad.shape[0], out_h, out_w, fh, fw, grad.shape[3])
     for i in range(fh):  # a loop over filter taps, never over pixels
         for j in range(fw):

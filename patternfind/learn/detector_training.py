@@ -49,6 +49,8 @@ _MAX_ASPECT_MISMATCH = 1.5
 #: 0.97-0.98 over three seeds, against 0.88-0.92 for Dalal-Triggs blocks with 18 signed
 #: bins and 0.64-0.72 for scikit-image's unsigned 9 bins on 8-pixel cells.
 DETECTOR_HOG_OPTIONS = {"cell": 6, "variant": "felzenszwalb"}
+#: Largest default window area of a network detector (32 × 32): its cost grows with the area.
+_DEFAULT_NETWORK_WINDOW_AREA = 32 * 32
 #: Mined windows must score above this to count as hard (a margin violation for both losses).
 _MINING_THRESHOLD = -1.0
 
@@ -157,11 +159,18 @@ def train_detector(
              for key in keyed_boxes}
     window_given = window is not None
     window = _choose_window(boxes, window, cell)
-    if features == "cnn":  # the network must fit the window: snap a default one to fit
-        if not window_given:
-            window = Network(feature_settings["layers"], channels=3 if color else 1).fitted_size(*window)
-        feature_settings = build_network(network, feature_settings, window=window, seed=seed)[1]
-    context = 0 if features == "pixels" else 2 * cell
+    trained = None  # cnn: the network, trained further at every mining round
+    if features == "cnn":
+        if not window_given:  # a smaller default window, snapped to one every layer fits
+            shrink = min(1.0, math.sqrt(_DEFAULT_NETWORK_WINDOW_AREA / (window[0] * window[1])))
+            architecture = Network(feature_settings["layers"], channels=3 if color else 1)
+            window = architecture.fitted_size(max(round(window[0] * shrink), 1),
+                                              max(round(window[1] * shrink), 1))
+        trained, feature_settings = build_network(network, feature_settings, window=window,
+                                                  seed=seed)
+    # Context makes a window's features what the detector sees inside the image; a
+    # network without padding sees exactly the window anyway (fully convolutional).
+    context = 0 if features == "pixels" or (trained and not trained.geometry.offset) else 2 * cell
 
     def samples(windows: NDArray[np.float32]) -> NDArray[np.float32]:
         """What the fit sees of each window: its features, or the pixels for a network."""
@@ -174,8 +183,8 @@ def train_detector(
                     ) -> tuple[dict[str, Any], tuple[int, ...]]:
         if features != "cnn":
             return fit_linear(X, y, groups=groups, options=fit_settings), feature_shape
-        fresh = build_network(network, feature_settings, window=window, seed=seed)[0]
-        fit = fit_network(X, y, fresh, groups=groups, options=fit_settings, margin=context // cell)
+        assert trained is not None
+        fit = fit_network(X, y, trained, groups=groups, options=fit_settings, margin=context // cell)
         return fit, fit.pop("feature_shape")
 
     started = time.perf_counter()

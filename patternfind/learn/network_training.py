@@ -41,8 +41,8 @@ __all__ = ["build_network", "fit_network"]
 
 _DEFAULT_LR = 0.01  # Adam; SGD (momentum 0.9) gets a tenth of it
 _DEFAULT_EPOCHS = 40  # early stopping usually ends sooner ...
-_MIN_STEPS = 1500  # ... but small sets get enough epochs for this many steps
-_MAX_EPOCHS = 400
+_MIN_STEPS = 500  # ... but small sets get enough epochs for this many steps
+_MAX_EPOCHS = 200
 _CHUNK = 2048  # windows per forward pass when scoring (bounds memory)
 
 NetworkLike = Network | Sequence[Layer | Mapping[str, Any]] | None
@@ -109,7 +109,7 @@ def fit_network(
         Trained in place from its current weights.
     options : FitOptions, optional
         As for `fit_linear`. Default learning rate: 0.01 for Adam, 0.001 for
-        SGD; default epochs 40 (more on small sets, for at least 1500 steps).
+        SGD; default epochs 40 (more on small sets, for at least 500 steps).
     groups : (N,) int array, optional
         Near-copies that must stay on one side of the validation split.
     margin : int
