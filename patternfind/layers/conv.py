@@ -279,12 +279,16 @@ def conv2d(
     windows = _windows(layer.padded_input(), layer)  # (N, H', W', Fh, Fw·C) view
     weight_matrix = layer.weight_matrix()
     out = np.empty((*windows.shape[:3], weight_matrix.shape[1]), dtype=weight_matrix.dtype)
+    chunk = _single_thread_rows(weight_matrix)
 
     def run(blocks: list[tuple[slice, slice]]) -> None:
         buffer = np.empty(_block_capacity(windows, weight_matrix.shape[1]), dtype=out.dtype)
         for images, rows in blocks:
             columns = _gather(windows[images, rows], buffer)
-            np.matmul(columns, weight_matrix, out=out[images, rows].reshape(len(columns), -1))
+            target = out[images, rows].reshape(len(columns), -1)
+            for first in range(0, len(columns), chunk):
+                np.matmul(columns[first:first + chunk], weight_matrix,
+                          out=target[first:first + chunk])
 
     _in_threads(run, _blocks(windows, weight_matrix.shape[1]))
     if layer.bias is not None:
@@ -346,6 +350,7 @@ def _conv_backward(
     windows = _windows(padded, layer)
     weight_matrix = layer.weight_matrix()
     grad_padded = np.zeros(padded.shape, dtype=padded.dtype) if input_gradient else None
+    chunk = _single_thread_rows(weight_matrix)
     partial_sums: list[NDArray[np.floating]] = []
 
     def run(blocks: list[tuple[slice, slice]]) -> None:
@@ -353,9 +358,15 @@ def _conv_backward(
         grad_w = np.zeros(weight_matrix.shape, dtype=grad.dtype)
         for images, rows in blocks:
             block_grad = grad[images, rows].reshape(-1, weight_matrix.shape[1])
-            grad_w += (block_grad.T @ _gather(windows[images, rows], buffer)).T
+            columns = _gather(windows[images, rows], buffer)
+            for first in range(0, len(columns), chunk):
+                grad_w += (block_grad[first:first + chunk].T @ columns[first:first + chunk]).T
             if grad_padded is not None:
-                _col2im(block_grad @ weight_matrix.T, grad_padded[images], rows, layer)
+                grad_columns = np.empty_like(columns)
+                for first in range(0, len(columns), chunk):
+                    np.matmul(block_grad[first:first + chunk], weight_matrix.T,
+                              out=grad_columns[first:first + chunk])
+                _col2im(grad_columns, grad_padded[images], rows, layer)
         partial_sums.append(grad_w)
 
     # row blocks of one image scatter-add onto overlapping input rows: keep an image in one thread
@@ -560,8 +571,13 @@ def _block_rows(windows: NDArray[np.floating], k: int) -> int:
     out_w = windows.shape[2]
     row_length = windows.shape[3] * windows.shape[4]  # Fh·Fw·C
     by_cache = _IM2COL_BLOCK_BYTES // (out_w * row_length * windows.itemsize)
-    by_macs = _SINGLE_THREAD_MACS // (out_w * row_length * k)
-    return max(1, min(by_cache, by_macs))
+    by_macs = _SINGLE_THREAD_MACS // (out_w * row_length * k)  # whole matmuls when possible
+    return max(1, min(by_cache, max(by_macs, 1)))
+
+
+def _single_thread_rows(weight_matrix: NDArray[np.floating]) -> int:
+    """im2col rows per matmul that OpenBLAS keeps on the calling thread (see `_block_rows`)."""
+    return max(1, _SINGLE_THREAD_MACS // weight_matrix.size)
 
 
 def _block_capacity(windows: NDArray[np.floating], k: int) -> tuple[int, int]:
@@ -574,7 +590,7 @@ def _block_capacity(windows: NDArray[np.floating], k: int) -> tuple[int, int]:
 
 def _gather(block: NDArray[np.floating], buffer: NDArray[np.floating]) -> NDArray[np.floating]:
     """im2col of one block of the windows view into ``buffer``: ``(windows, Fh·Fw·C)``."""
-    count = int(np.prod(block.shape[:3]))
+    count = math.prod(block.shape[:3])
     columns = buffer[:count]
     np.copyto(columns.reshape(block.shape), block)
     return columns

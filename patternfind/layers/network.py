@@ -488,6 +488,9 @@ class Network:
         caches: list[Any] = []
         out = x
         for layer in self.layers:
+            if isinstance(layer, ReLU) and not keep_cache and out is not x:
+                np.maximum(out, 0, out=out)  # nothing else holds this layer output: rectify in place
+                continue
             out, cache = layer.forward(out)
             if keep_cache:
                 caches.append(cache)
