@@ -44,6 +44,7 @@ _DEFAULT_EPOCHS = 40  # early stopping usually ends sooner ...
 _MIN_STEPS = 500  # ... but small sets get enough epochs for this many steps
 _MAX_EPOCHS = 200
 _CHUNK = 2048  # windows per forward pass when scoring (bounds memory)
+_STALL = 3  # epochs without a better training loss before the rate is halved
 
 NetworkLike = Network | Sequence[Layer | Mapping[str, Any]] | None
 
@@ -155,6 +156,7 @@ def fit_network(
     val_history: list[float] = []
     best: tuple[float, NDArray[np.float32], float, int] = (math.inf, theta.copy(), bias, 0)
     previous = initial = math.inf
+    stalled = 0
     report, finish = _progress_reporter(options.progress, max_epochs)
     for epoch in range(1, max_epochs + 1):
         total = 0.0
@@ -179,9 +181,15 @@ def fit_network(
         report(epoch, value)
         if best[3] == 0 or val_value < best[0] - 1e-6 * abs(best[0]):
             best = (val_value, theta.copy(), bias, epoch)
-        if value > previous * (1 - _MIN_PROGRESS):  # too little progress: anneal the rate
-            state.lr *= 0.5
-        previous = min(previous, value)
+        # Mini-batch losses of a network are noisy: anneal the rate only after
+        # _STALL epochs without a new best training loss, not after every bad epoch.
+        if value < previous * (1 - _MIN_PROGRESS):
+            previous, stalled = value, 0
+        else:
+            stalled += 1
+            if stalled >= _STALL:
+                state.lr *= 0.5
+                stalled = 0
         if epoch - best[3] >= _PATIENCE or state.lr < lr * 1e-4:
             break
     _, theta, bias, best_epoch = best
