@@ -1,8 +1,9 @@
 """Layers: the transforms from pixels to feature maps, and the lecture's arithmetic.
 
 The convolutional and pooling layers with their backward passes, the output-size
-and parameter-count calculators, and the fixed feature transforms (gradients,
-dense HOG). This stage imports only `patternfind.pixels` and the argument checks.
+and parameter-count calculators, the fixed feature transforms (gradients,
+dense HOG), and nested conv layers that learn the transform (`network`). This
+stage imports only the core: `patternfind.pixels`, the records and the argument checks.
 """
 
 from patternfind.layers.conv import (
@@ -15,9 +16,15 @@ from patternfind.layers.conv import (
     pool2d_backward,
 )
 from patternfind.layers.features import FEATURE_KINDS, feature_map, window_features
+from patternfind.layers.network import AvgPool, Conv, MaxPool, Network, ReLU
 
 __all__ = [
     "FEATURE_KINDS",
+    "AvgPool",
+    "Conv",
+    "MaxPool",
+    "Network",
+    "ReLU",
     "conv2d",
     "conv2d_backward",
     "dense_params",
