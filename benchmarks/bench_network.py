@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def digit_patches(count, seed=0):
     """``count`` 24×24 patches: digit cells with 2 pixels of random shift, and their labels."""
     sheet = cv2.imread(str(ROOT / "tests" / "data" / "digits.png"), cv2.IMREAD_GRAYSCALE)
-    padded = np.pad(sheet.astype(np.float32) / 255, 2)
+    padded = np.pad(sheet.astype(np.float32) / 255, 4)  # a 24×24 window centred on a cell: dy = 2
     rng = np.random.default_rng(seed)
     rows, cols = rng.integers(0, 50, count), rng.integers(0, 100, count)
     dy, dx = rng.integers(0, 5, count), rng.integers(0, 5, count)
