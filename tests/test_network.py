@@ -450,3 +450,29 @@ def test_pictures_of_the_first_layer_and_of_feature_maps(small_cnn_filter):
         image[None, :network.fitted_size(30, 30)[0], :network.fitted_size(30, 30)[1], None])[0])[0]
     assert relu[0].shape[-1] == 4
     np.testing.assert_allclose(axes[3].images[0].get_array(), expected[0, ..., 3])
+
+
+def test_train_detector_with_a_network_finds_held_out_targets():
+    """train_detector(features="cnn"): mining rounds, a window every layer fits, whole images."""
+    from test_learn import _iou, _scene
+
+    from patternfind import train_detector
+
+    train = [_scene(seed) for seed in range(4)]
+    fitted = train_detector([image for image, _ in train], [boxes for _, boxes in train],
+                            features="cnn", network=[Conv(6, 5), ReLU(), MaxPool(2), Conv(8, 3),
+                                                     ReLU(), MaxPool(2)],
+                            mine_rounds=1, epochs=30, progress=False)
+    assert fitted.features == "cnn"
+    network = Network.from_filter(fitted)
+    network.check_fits(*fitted.window)  # the default window was snapped to fit every layer
+    assert fitted.window[0] <= 32
+    assert len(fitted.meta["rounds"]) == 1
+    found = total = 0
+    for seed in range(100, 103):
+        image, boxes = _scene(seed)
+        detections = detect(image, fitted, scales=(0.5, 2.0))
+        total += len(boxes)
+        found += sum(any(_iou((d.x, d.y, d.w, d.h), (b.x, b.y, b.w, b.h)) >= 0.5
+                         for d in detections) for b in boxes)
+    assert found >= 0.8 * total
