@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from patternfind.layers import conv as conv_module
 from patternfind.layers.conv import conv2d, conv2d_backward
 
 try:
@@ -88,7 +89,16 @@ def main(argv=None):
     parser.add_argument(
         "--pause", type=float, default=0.02, help="seconds of idle before each timed call"
     )
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="threads for both (torch.set_num_threads, and patternfind's conv pool); on a "
+             "shared machine 1 gives the stablest ratio, since torch's OpenMP threads "
+             "spin-wait when another process holds a core")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        conv_module._WORKERS = args.threads  # patternfind's own 2-thread split of the blocks
+        if torch is not None:
+            torch.set_num_threads(args.threads)
 
     if torch is None:
         print("torch is missing: timing patternfind only (pip install torch for the comparison)")

@@ -356,17 +356,24 @@ def _conv_backward(
     def run(blocks: list[tuple[slice, slice]]) -> None:
         buffer = np.empty(_block_capacity(windows, weight_matrix.shape[1]), dtype=grad.dtype)
         grad_w = np.zeros(weight_matrix.shape, dtype=grad.dtype)
+        # this thread's images, whole (`_in_threads` splits at image boundaries): their
+        # window gradients are scattered back in one col2im, not one per small block
+        first_image, last_image = blocks[0][0].start, blocks[-1][0].stop
+        count = min(last_image, len(grad)) - first_image
         for images, rows in blocks:
             block_grad = grad[images, rows].reshape(-1, weight_matrix.shape[1])
             columns = _gather(windows[images, rows], buffer)
             for first in range(0, len(columns), chunk):
                 grad_w += (block_grad[first:first + chunk].T @ columns[first:first + chunk]).T
-            if grad_padded is not None:
-                grad_columns = np.empty_like(columns)
-                for first in range(0, len(columns), chunk):
-                    np.matmul(block_grad[first:first + chunk], weight_matrix.T,
-                              out=grad_columns[first:first + chunk])
-                _col2im(grad_columns, grad_padded[images], rows, layer)
+        if grad_padded is not None:
+            # window gradients tap-major, (Fh·Fw·C, windows): each tap and channel is then
+            # one contiguous plane to add back, with no gather
+            thread_grad = grad[first_image:first_image + count].reshape(-1, weight_matrix.shape[1])
+            tap_planes = np.empty((weight_matrix.shape[0], len(thread_grad)), dtype=grad.dtype)
+            for first in range(0, len(thread_grad), chunk):
+                tap_planes[:, first:first + chunk] = (
+                    weight_matrix @ thread_grad[first:first + chunk].T)
+            _col2im(tap_planes, grad_padded[first_image:first_image + count], layer)
         partial_sums.append(grad_w)
 
     # row blocks of one image scatter-add onto overlapping input rows: keep an image in one thread
@@ -620,20 +627,23 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def _col2im(
-    columns: NDArray[np.floating], grad: NDArray[np.floating], rows: slice, layer: _ConvLayer
+    tap_planes: NDArray[np.floating], grad: NDArray[np.floating], layer: _ConvLayer
 ) -> None:
-    """Scatter-add the gradients of output ``rows`` onto the padded input ``grad`` (im2col's adjoint)."""
+    """Scatter-add window gradients onto the padded input ``grad`` (im2col's adjoint).
+
+    ``tap_planes`` is ``(Fh·Fw·C, n·H'·W')``: row ``(i, j, c)`` holds, for every
+    window, the gradient of its tap ``(i, j)`` in channel ``c``.
+    """
     fh, fw = layer.weights.shape[:2]
     sh, sw = layer.strides
-    out_w = layer.out_hw[1]
-    out_h = len(range(*rows.indices(layer.out_hw[0])))
-    grad = grad[:, rows.indices(layer.out_hw[0])[0] * sh :]
-    columns = columns.reshape(grad.shape[0], out_h, out_w, fh, fw, grad.shape[3])
+    out_h, out_w = layer.out_hw
+    count, channels = grad.shape[0], grad.shape[3]
+    planes = tap_planes.reshape(fh, fw, channels, count, out_h, out_w)
     for i in range(fh):  # a loop over filter taps, never over pixels
         for j in range(fw):
-            grad[:, i : i + (out_h - 1) * sh + 1 : sh, j : j + (out_w - 1) * sw + 1 : sw] += (
-                columns[:, :, :, i, j]
-            )
+            target = grad[:, i : i + (out_h - 1) * sh + 1 : sh, j : j + (out_w - 1) * sw + 1 : sw]
+            for c in range(channels):
+                target[..., c] += planes[i, j, c]
 
 
 # ----------------------------------------------------------------------------
