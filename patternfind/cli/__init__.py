@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 from patternfind.cli._common import UsageError
 
+__all__ = ["main"]
+
 # Sub-command name -> module defining it (imported only when used, so that
 # `patternfind --help` stays fast and matplotlib is never imported needlessly).
 _SUBCOMMAND_MODULES = {

@@ -32,6 +32,8 @@ from patternfind.detection.scores import (
 from patternfind.pixels import prepare_image, to_grey
 from patternfind.structures import SCORE_KINDS, Detection, Filter
 
+__all__ = ["CONTAINED_FRACTION", "LevelMap", "detect", "load_filters", "operating_point", "scan"]
+
 #: A box with more than this fraction of its area inside a better box is a
 #: duplicate: a template matches parts of its own copy at smaller scales.
 CONTAINED_FRACTION = 0.7

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+__all__ = ["box_iou", "non_max_suppression"]
+
 
 def box_iou(boxes_a: Any, boxes_b: Any) -> NDArray[np.float64]:
     """Intersection over union of every pair of ``(x, y, w, h)`` boxes.

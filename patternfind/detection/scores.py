@@ -33,6 +33,11 @@ from patternfind.detection.parallel import map_in_threads, resolve_workers
 from patternfind.pixels import prepare_image, to_grey
 from patternfind.structures import SCORE_KINDS, Filter
 
+__all__ = [
+    "DEFAULT_THRESHOLDS", "FLAT_VARIANCE", "check_fits", "match_channels", "score_map",
+    "score_pixels",
+]
+
 #: Variance (summed over channels, pixel values in [0, 1]) below which a window is flat.
 FLAT_VARIANCE = 1e-6
 
