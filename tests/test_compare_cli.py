@@ -155,6 +155,7 @@ def test_evaluate_draw_uses_three_colours(planted, tmp_path, capsys):
     assert tuple(drawn[70, 88]) == (30, 110, 255)
 
 
+@pytest.mark.slow
 def test_compare_table_and_reports(planted, tmp_path, capsys):
     for suffix in ("png", "html"):
         report = tmp_path / f"report.{suffix}"
@@ -244,6 +245,7 @@ def test_help_ends_with_examples(capsys):
 # ---------------------------------------------------------------- the README's commands
 
 
+@pytest.mark.slow
 def test_readme_compare_on_the_coins_through_a_subprocess(tmp_path):
     report = tmp_path / "report.png"
     completed = subprocess.run(

@@ -38,6 +38,7 @@ def test_readme_first_command_finds_both_eyes_and_nothing_else():
         assert any(d.x < x < d.x + d.w and d.y < y < d.y + d.h for d in found)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module_or_script", ["module", "script"])
 def test_first_command_runs_as_a_process(module_or_script):
     args = ["samples/astronaut.png", "--filter", "samples/eye.npy"]
@@ -87,11 +88,11 @@ def _claims(block: str) -> list[tuple[str | None, str, str]]:
 
 def _check_claim(namespace: dict, name: str | None, expression: str, says: str) -> bool:
     """Check one README comment against the value it describes; False if it states nothing checkable."""
-    value = namespace[name] if name else eval(expression, namespace)  # noqa: S307
+    value = namespace[name] if name else eval(expression, namespace)
     shape = re.match(r"\(([^()]*)\)\s*(\w+)?", says)
     if shape and not re.search(r"[A-Za-z]", shape[1]):
         arithmetic = shape[1].replace("−", "-").replace("·", "*")
-        assert value.shape == eval(f"({arithmetic},)"), (expression, says)  # noqa: S307
+        assert value.shape == eval(f"({arithmetic},)"), (expression, says)
         if shape[2] in ("uint8", "uint16", "float32", "float64"):
             assert value.dtype == np.dtype(shape[2]), (expression, says)
         return True
@@ -143,7 +144,7 @@ def test_readme_detect_example_prints_the_two_eyes(tmp_path, monkeypatch):
 
 def test_readme_compare_example_prints_the_compare_table(tmp_path, monkeypatch):
     """The Python compare prints the P, R and AP that the README's console table shows."""
-    namespace, printed = _run_block(1, tmp_path, monkeypatch)
+    _, printed = _run_block(1, tmp_path, monkeypatch)
     table = _console_rows("compare")
     results = ast.literal_eval(printed.strip())
     assert [name for name, *_ in results] == ["coin", "disc"]
