@@ -2,6 +2,7 @@
 
 import ast
 import contextlib
+import importlib
 import io
 import re
 import subprocess
@@ -54,6 +55,23 @@ def test_first_command_runs_as_a_process(module_or_script):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("samples/astronaut.png") == 2
     assert "2 detections in 1 image" in result.stdout
+
+
+def test_readme_api_section_names_what_exists():
+    """Every name the Python API section lists is exported where it says."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    top, subpackages = section.split("Each stage's", 1)
+    listed = re.findall(r"`(?:patternfind\.)?(\w+)`", top)
+    assert len(listed) > 15
+    for name in listed:
+        assert name in patternfind.__all__, name
+    stages = re.findall(r"`patternfind\.(\w+)` \(([^)]*)\)", subpackages)
+    assert len(stages) >= 5
+    for subpackage, names in stages:
+        module = importlib.import_module(f"patternfind.{subpackage}")
+        for name in re.findall(r"`(\w+)`", names):
+            assert name in module.__all__, f"patternfind.{subpackage}.{name}"
 
 
 def _python_blocks() -> list[str]:
