@@ -200,7 +200,7 @@ def _pairs_within(
     members, left = members[by_left], left[by_left]
     stop = np.searchsorted(left, boxes.right[members], side="left")
     first = np.arange(1, len(members) + 1)
-    one, other = _ranges(members, first, stop)
+    one, other = _ranges(members, first, stop)  # x-ranges meet (or one has no width)
     return _judge(boxes, np.minimum(one, other), np.maximum(one, other), rules)
 
 
@@ -219,7 +219,9 @@ def _pairs_between(
     first = np.searchsorted(left, boxes.left[candidates] - widest, side="right")
     stop = np.searchsorted(left, boxes.right[candidates], side="left")
     worse, better = _ranges(candidates, first, stop, suppressors)
-    return _judge(boxes, better, worse, rules)
+    # earlier blocks hold only better boxes; the window above leaves some that end too soon
+    meet = boxes.left[worse] < boxes.right[better]
+    return _judge(boxes, better[meet], worse[meet], rules)
 
 
 def _ranges(
@@ -237,12 +239,10 @@ def _ranges(
 def _judge(
     boxes: _Columns, better: NDArray[np.intp], worse: NDArray[np.intp], rules: _Rules
 ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """The pairs among (better, worse) in which the better box suppresses the worse one."""
+    """The pairs among (better, worse), whose x-ranges meet, in which the better box suppresses the worse."""
     iou_threshold, containment_threshold, labels = rules
-    # Only a better box with a common area can suppress: reject the rest on cheap tests first.
-    maybe = (better < worse) & (boxes.top[better] < boxes.bottom[worse]) & (
-        boxes.top[worse] < boxes.bottom[better]) & (boxes.left[worse] < boxes.right[better]) & (
-        boxes.left[better] < boxes.right[worse])
+    # Only boxes with a common area can suppress: reject the rest on a cheap test first.
+    maybe = (boxes.top[better] < boxes.bottom[worse]) & (boxes.top[worse] < boxes.bottom[better])
     if labels is not None:
         maybe &= labels[better] == labels[worse]
     better, worse = better[maybe], worse[maybe]
