@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
+from skimage.feature import peak_local_max
 
 from patternfind.detection.nms import box_iou, non_max_suppression
 from patternfind.detection.peaks import find_peaks
@@ -438,3 +440,23 @@ def test_resize_to_scale_shape(scale):
     assert level.dtype == np.float32
     # Area averaging and bilinear interpolation keep the mean.
     assert level.mean() == pytest.approx(image.mean(), abs=0.02)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_find_peaks_matches_skimage_peak_local_max(seed, threshold):
+    """On maps without ties (smoothed noise), peaks are scikit-image's 3×3 local maxima, borders included."""
+    rng = np.random.default_rng(seed)
+    score_map = ndimage.gaussian_filter(rng.random((120, 150)), 2.0)
+    score_map = ((score_map - score_map.min()) / np.ptp(score_map)).astype(np.float32)
+    padded = np.pad(score_map, 1, constant_values=-1)
+    for dr, dc in itertools.product((0, 1, 2), repeat=2):
+        if (dr, dc) != (1, 1):  # no pixel equals a neighbour: no plateaus, one definition of a peak
+            assert not (padded[dr:dr + 120, dc:dc + 150] == score_map).any()
+    rows, cols, values = find_peaks(score_map, threshold)
+    reference = peak_local_max(score_map, min_distance=1, threshold_abs=threshold,
+                               exclude_border=False)
+    assert len(reference) > 10
+    assert sorted(zip(rows.astype(int).tolist(), cols.astype(int).tolist(), strict=True)) == sorted(
+        map(tuple, reference.tolist()))
+    np.testing.assert_array_equal(values, score_map[rows.astype(int), cols.astype(int)])
