@@ -200,8 +200,7 @@ def _pairs_within(
     members, left = members[by_left], left[by_left]
     stop = np.searchsorted(left, boxes.right[members], side="left")
     first = np.arange(1, len(members) + 1)
-    one, other = _ranges(members, first, stop)  # x-ranges meet (or one has no width)
-    return _judge(boxes, np.minimum(one, other), np.maximum(one, other), rules)
+    return _sweep(boxes, members, first, stop, members, rules, within=True)
 
 
 def _pairs_between(
@@ -218,22 +217,43 @@ def _pairs_between(
     # Suppressors whose left edge lies in (candidate left − widest, candidate right) may meet it.
     first = np.searchsorted(left, boxes.left[candidates] - widest, side="right")
     stop = np.searchsorted(left, boxes.right[candidates], side="left")
-    worse, better = _ranges(candidates, first, stop, suppressors)
-    # earlier blocks hold only better boxes; the window above leaves some that end too soon
-    meet = boxes.left[worse] < boxes.right[better]
-    return _judge(boxes, better[meet], worse[meet], rules)
+    return _sweep(boxes, candidates, first, stop, suppressors, rules, within=False)
 
 
-def _ranges(
-    owners: NDArray[np.intp], first: NDArray[np.intp], stop: NDArray[np.intp],
-    targets: NDArray[np.intp] | None = None,
+#: Candidate pairs judged at once: bounds the sweep's memory (a few arrays of this many).
+_MAX_PAIRS = 1 << 22
+
+
+def _sweep(
+    boxes: _Columns, owners: NDArray[np.intp], first: NDArray[np.intp], stop: NDArray[np.intp],
+    targets: NDArray[np.intp], rules: _Rules, *, within: bool,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """Pairs (owners[k], targets[j]) for every j in first[k]:stop[k] (targets default to owners)."""
+    """Judge the pairs (owners[k], targets[j]) for j in first[k]:stop[k], a chunk at a time."""
     counts = np.maximum(stop - first, 0)
-    total = int(counts.sum())
-    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-    targets = owners if targets is None else targets
-    return np.repeat(owners, counts), targets[np.repeat(first, counts) + offsets]
+    ends = np.cumsum(counts)
+    found: list[tuple[NDArray[np.intp], NDArray[np.intp]]] = []
+    start = 0
+    while start < len(owners):
+        done = int(ends[start - 1]) if start else 0
+        end = max(int(np.searchsorted(ends, done + _MAX_PAIRS, side="right")), start + 1)
+        chunk = slice(start, end)
+        total = int(ends[end - 1]) - done
+        offsets = np.arange(total) - np.repeat(ends[chunk] - counts[chunk] - done, counts[chunk])
+        one = np.repeat(owners[chunk], counts[chunk])
+        other = targets[np.repeat(first[chunk], counts[chunk]) + offsets]
+        if within:  # x-ranges meet (or one box has no width); the better box ranks first
+            found.append(_judge(boxes, np.minimum(one, other), np.maximum(one, other), rules))
+        else:  # targets are better boxes; the window above leaves some that end too soon
+            meet = boxes.left[one] < boxes.right[other]
+            found.append(_judge(boxes, other[meet], one[meet], rules))
+        start = end
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        empty = np.zeros(0, np.intp)
+        return empty, empty
+    return (np.concatenate([better for better, _ in found]),
+            np.concatenate([worse for _, worse in found]))
 
 
 def _judge(
