@@ -153,6 +153,26 @@ def load_image(path: str | Path, *, max_pixels: int | None = None) -> NDArray[An
     return image
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of the image `load_image` would return, read without decoding.
+
+    The size comes from the file's header (PNG, JPEG with its EXIF
+    orientation, BMP, PNM, WebP, TIFF); other files are decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        msg = f"image file not found: {path}"
+        raise FileNotFoundError(msg)
+    with open(path, "rb") as stream:
+        header = _read_header(stream)
+    if header is None:
+        height, width = load_image(path).shape[:2]
+        return width, height
+    if header.orientation >= 5:  # rotated by a quarter turn
+        return header.height, header.width
+    return header.width, header.height
+
+
 def _check_pixels(path: Path, width: int, height: int, limit: int) -> None:
     if width * height > limit:
         msg = (
@@ -170,6 +190,7 @@ class _Header(NamedTuple):
     format: str
     width: int
     height: int
+    orientation: int = 1  # EXIF orientation (JPEG); 5 to 8 swap width and height
 
 
 def _read_header(stream: BinaryIO) -> _Header | None:
@@ -198,6 +219,7 @@ def _read_header(stream: BinaryIO) -> _Header | None:
 
 def _jpeg_header(stream: BinaryIO) -> _Header | None:
     stream.seek(2)
+    orientation = 1
     while True:
         marker = stream.read(2)
         if len(marker) < 2 or marker[0] != 0xFF:
@@ -212,10 +234,24 @@ def _jpeg_header(stream: BinaryIO) -> _Header | None:
         # start of frame: every SOFn but DHT (C4), JPG (C8) and DAC (CC)
         if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):
             height, width = struct.unpack(">xHH", stream.read(5))
-            return _Header("jpeg", width, height)
+            return _Header("jpeg", width, height, orientation)
         if kind in (0xD9, 0xDA):  # end of image or start of scan before any frame
             return None
-        stream.seek(length - 2, os.SEEK_CUR)
+        segment = stream.read(length - 2)
+        if kind == 0xE1 and segment.startswith(b"Exif\x00\x00"):
+            orientation = _exif_orientation(segment[6:])
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    """The Orientation tag (0x0112) of an EXIF block's first IFD; 1 if absent."""
+    order = "<" if tiff[:2] == b"II" else ">"
+    (offset,) = struct.unpack_from(order + "I", tiff, 4)
+    (count,) = struct.unpack_from(order + "H", tiff, offset)
+    for index in range(count):
+        tag, _, _, value = struct.unpack_from(order + "HHIH", tiff, offset + 2 + 12 * index)
+        if tag == 0x0112:
+            return value if 1 <= value <= 8 else 1
+    return 1
 
 
 def _pnm_header(text: bytes) -> _Header | None:
