@@ -150,7 +150,8 @@ class LabelledImages(Mapping[str, NDArray[Any]]):
 
     def __init__(self, sources: Mapping[str, NDArray[Any] | str | Path]) -> None:
         # another LabelledImages: take its sources, not its (decoded) values
-        self._sources = dict(sources._sources if isinstance(sources, LabelledImages) else sources)
+        self._sources: dict[str, Any] = dict(
+            sources._sources if isinstance(sources, LabelledImages) else sources)
         self._last: tuple[str, NDArray[Any]] | None = None
 
     def __getitem__(self, key: str) -> NDArray[Any]:
