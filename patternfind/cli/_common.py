@@ -98,16 +98,19 @@ def size_argument(text: str) -> tuple[int, int]:
 # ---------------------------------------------------------------- outputs
 
 
-def check_output_file(path: Path, flag: str, inputs: Iterable[str | Path]) -> None:
+def check_output_file(path: Path, flag: str, inputs: Iterable[str | Path], *,
+                      check_folder: bool = True) -> None:
     """Refuse, before any work, an output that is an input or that cannot be written.
 
     The comparison is by file identity (``os.path.samefile``), so a symlink
-    or hard link to an input clashes too.
+    or hard link to an input clashes too. ``check_folder=False`` skips the
+    folder test, for files of an output folder `check_output_folder` checked.
     """
     if path.is_dir():
         msg = f"{flag} {path} is a folder; give a file name"
         raise UsageError(msg)
-    check_folder_writable(path.parent if str(path.parent) else Path("."), f"{flag} {path}")
+    if check_folder:
+        check_folder_writable(path.parent if str(path.parent) else Path("."), f"{flag} {path}")
     if path.exists():
         for source in inputs:
             if Path(source).exists() and os.path.samefile(path, source):

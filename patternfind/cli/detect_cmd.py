@@ -120,12 +120,15 @@ def _picture_targets(target: Path | None, flag: str, images: list[str], kind: st
                      inputs: list[str]) -> list[Path] | None:
     """Where ``--draw``/``--heatmap`` write each image's picture, checked before any work.
 
-    A name with an image suffix is one file (one image only); anything else
-    is a folder, created if missing (as ``evaluate --draw`` does), holding
-    one distinctly named picture per image.
+    A name with an image suffix is one file (one image only); an existing
+    folder or a name without a suffix is a folder, created if missing (as
+    ``evaluate --draw`` does), holding one distinctly named picture per image.
     """
     if target is None:
         return None
+    if target.suffix and target.suffix.lower() not in io.IMAGE_SUFFIXES and not target.is_dir():
+        msg = f"--{flag} needs an image file name such as out.png, or a folder, got {target}"
+        raise UsageError(msg)
     if target.suffix.lower() in io.IMAGE_SUFFIXES and not target.is_dir():
         if len(images) > 1:
             msg = (f"--{flag} {target} is one image file, but {len(images)} images are given: "
@@ -136,7 +139,7 @@ def _picture_targets(target: Path | None, flag: str, images: list[str], kind: st
     check_output_folder(target, f"--{flag}")
     paths = [target / name for name in output_names(images, f"_{kind}.png")]
     for path in paths:
-        check_output_file(path, f"--{flag}", inputs)
+        check_output_file(path, f"--{flag}", inputs, check_folder=False)
     return paths
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import sys
@@ -130,7 +129,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             list(sources), ".png")), strict=True))
         inputs = [*sources.values(), args.filter, args.annotations]
         for path in draw_paths.values():
-            check_output_file(path, "--draw", inputs)
+            check_output_file(path, "--draw", inputs, check_folder=False)
     filter_ = load_filter(args.filter)
     [evaluation], pixels = _run(args, [filter_], sources)
     if args.format == "json":
@@ -150,10 +149,8 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.report is not None and Path(args.report).suffix.lower() not in (".png", ".html", ".htm"):
         msg = f"--report {args.report}: use a .png or .html file"
         raise UsageError(msg)
-    if args.report is not None and importlib.util.find_spec("matplotlib") is None:
-        msg = ('--report needs matplotlib, which is not installed: '
-               'pip install "patternfind[plot]"')
-        raise UsageError(msg)
+    if args.report is not None:
+        _require_matplotlib()
     if args.rank_thresholds is not None and len(args.rank_thresholds) != len(args.filters):
         msg = (f"--rank-threshold must be given once per --filter ({len(args.filters)}), "
                f"got {len(args.rank_thresholds)}")
@@ -178,6 +175,15 @@ def run_compare(args: argparse.Namespace) -> int:
         if args.format == "table":
             print(f"report written to {args.report} (example image {example})")
     return 0
+
+
+def _require_matplotlib() -> None:
+    """Fail before the comparison runs, not after it, when the report cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        msg = '--report needs matplotlib, which is not installed: pip install "patternfind[plot]"'
+        raise UsageError(msg) from None
 
 
 def _sources(args: argparse.Namespace) -> dict[str, Path]:
