@@ -262,7 +262,7 @@ def test_item4_the_pixel_limit_is_raised_and_lowered(tmp_path, capsys, monkeypat
 
 
 def test_item4_a_jpeg_header_claiming_a_huge_size_is_refused_before_decoding(tmp_path):
-    ok, encoded = cv2.imencode(".jpg", np.zeros((16, 16), np.uint8))
+    _ok, encoded = cv2.imencode(".jpg", np.zeros((16, 16), np.uint8))
     data = bytearray(encoded.tobytes())
     sof = data.index(b"\xff\xc0")
     data[sof + 5:sof + 9] = struct.pack(">HH", 20000, 20000)  # height, width
@@ -368,7 +368,7 @@ def test_item4_compare_holds_one_decoded_image_at_a_time(tmp_path):
     options = {"scales": (1, 1), "threshold": 0.9, "workers": 1}
 
     def peak(keys):
-        truth, images = load_labelled_images(tmp_path / "labels.json")
+        truth, _images = load_labelled_images(tmp_path / "labels.json")
         chosen = {key: tmp_path / key for key in keys}
         tracemalloc.start()
         results = compare([filter_], truth, images=chosen, **options)
@@ -400,7 +400,8 @@ def test_item5_images_over_opencvs_pixel_limit_as_image_filter_or_crop(tmp_path,
     for args in cases:
         status, _, err = run_cli(capsys, args)
         assert status == 2, err
-        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1, err
     assert "megapixels" in run_cli(capsys, cases[0])[2]
 
 
@@ -433,10 +434,11 @@ def test_item5_compare_report_without_matplotlib(monkeypatch, capsys, tmp_path):
 
 
 def test_item5_last_resort_handler(monkeypatch, capsys):
-    import patternfind.cli.detect_cmd as detect_cmd
+    from patternfind.cli import detect_cmd
 
     def broken(*args, **kwargs):
-        raise RuntimeError("something\nunforeseen")
+        msg = "something\nunforeseen"
+        raise RuntimeError(msg)
 
     monkeypatch.setattr(detect_cmd, "scan", broken)
     status, _, err = run_cli(capsys, [ASTRONAUT, "--filter", EYE])
@@ -444,7 +446,8 @@ def test_item5_last_resort_handler(monkeypatch, capsys):
                                        "(rerun with --debug for the traceback)", code=1)
     status, _, err = run_cli(capsys, [ASTRONAUT, "--filter", EYE, "--debug"])
     assert status == 1
-    assert "Traceback (most recent call last)" in err and "RuntimeError" in err
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError" in err
 
 
 # ---------------------------------------------------------------- 6. silent wrong results
@@ -464,7 +467,8 @@ def test_item6_exif_orientation_is_applied(tmp_path):
     assert len(found) == len(expected) == 2
     for a, b in zip(sorted(found, key=lambda d: d.x), sorted(expected, key=lambda d: d.x),
                     strict=True):
-        assert abs(a.x - b.x) <= 2 and abs(a.y - b.y) <= 2
+        assert abs(a.x - b.x) <= 2
+        assert abs(a.y - b.y) <= 2
 
 
 @pytest.mark.parametrize(("scale", "hint"), [(255, "/ 255"), (65535, "/ 65535"),
@@ -544,7 +548,8 @@ def test_item7_annotation_paths_leaving_the_root_are_refused(tmp_path, capsys, k
     status, out, err = run_cli(capsys, ["evaluate", "--annotations", folder / "labels.csv",
                                         "--filter", EYE])
     assert_one_line_error(status, err, "lies outside the image root")
-    assert "--allow-outside-root" in err and out == ""
+    assert "--allow-outside-root" in err
+    assert out == ""
     with pytest.raises(ValueError, match="outside the image root"):
         image_paths([key], folder / "labels.csv")
     with pytest.raises(ValueError, match="outside the image root"):
@@ -608,7 +613,8 @@ def test_item8_the_library_prints_no_progress(capfd):
     labels = patches[:, 2:6, 2:6].mean(axis=(1, 2)) > 0.5
     patternfind.learn.train_filter(patches, labels, epochs=5)
     captured = capfd.readouterr()
-    assert captured.out == "" and captured.err == ""
+    assert captured.out == ""
+    assert captured.err == ""
 
 
 def test_item8_readme_says_how_to_activate_the_venv():

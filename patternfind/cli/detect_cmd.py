@@ -30,9 +30,18 @@ from patternfind.show.draw import draw_detections, heatmap
 EXAMPLES = """\
 examples:
   patternfind samples/astronaut.png --filter samples/eye.npy
-  patternfind photo.jpg --filter eye.npy --filter mouth.npz --threshold 0.6 --draw boxes.png
-  patternfind a.png b.png --filter part.npy --format json --output found.json
-  patternfind photo.png --filter eye.npy --scales 1,1 --heatmap heat.png
+  patternfind samples/astronaut.png --filter samples/eye.npy \\
+      --filter samples/eye_handmade.npy --threshold 0.6 --draw boxes.png
+  patternfind samples/coins/top_left.png samples/coins/bottom.png \\
+      --filter samples/coins/coin.npz --format json --output found.json
+  patternfind samples/coins/top_left.png samples/coins/bottom.png \\
+      --filter samples/coins/coin.npz --draw drawn/     # a folder: one picture per image
+  patternfind samples/astronaut.png --filter samples/eye.npy --scales 1,1 --heatmap heat.png
+
+Outputs never replace an input file, and their folders are checked before
+the search starts. Images over 179 megapixels are refused before decoding
+(--max-pixels N raises the limit). Add --debug to see the traceback of an
+unexpected error.
 
 sub-commands (each has its own --help):
   patternfind make-filter KIND --size N -o FILE     hand-crafted filter (eye, blob, edge, ...)

@@ -25,11 +25,11 @@ from patternfind.cli._common import (
 EVALUATE_EXAMPLES = """\
 examples:
   patternfind evaluate --annotations samples/coins/coins.json --filter samples/coins/coin.npz
-  patternfind evaluate --annotations samples/coins/coins.json --filter samples/coins/coin.npz \
+  patternfind evaluate --annotations samples/coins/coins.json --filter samples/coins/coin.npz \\
       --threshold 0.6 samples/coins/bottom.png samples/coins/top_left.png
-  patternfind evaluate --annotations samples/coins/coins.json --filter samples/coins/disc.npz \
+  patternfind evaluate --annotations samples/coins/coins.json --filter samples/coins/disc.npz \\
       --format json
-  patternfind evaluate --annotations samples/coins/coins.json --filter samples/coins/coin.npz \
+  patternfind evaluate --annotations samples/coins/coins.json --filter samples/coins/coin.npz \\
       --draw out/
 
 Annotations: COCO JSON, Pascal VOC XML (a file or a folder), dlib imglab XML,
@@ -44,13 +44,13 @@ COMPARE_EXAMPLES = """\
 examples:
   patternfind compare --annotations samples/coins/coins.json \\
       --filter samples/coins/coin.npz --filter samples/coins/disc.npz
-  patternfind compare --annotations samples/coins/coins.json \
+  patternfind compare --annotations samples/coins/coins.json \\
       --filter samples/coins/coin.npz --filter samples/coins/disc.npz --report report.png
-  patternfind compare --annotations samples/coins/coins.json \
+  patternfind compare --annotations samples/coins/coins.json \\
       --filter samples/coins/coin.npz --filter samples/coins/disc.npz --report report.html
-  patternfind compare --annotations samples/coins/coins.json \
+  patternfind compare --annotations samples/coins/coins.json \\
       --filter samples/coins/coin.npz --filter samples/coins/disc.npz --format json
-  patternfind compare --annotations samples/faces/test.csv --filter samples/faces/face.npz \
+  patternfind compare --annotations samples/faces/test.csv --filter samples/faces/face.npz \\
       --filter samples/faces/mean_face.npz --scales 0.5,2.5 --rank-threshold -3 --rank-threshold 0
 
 Every filter runs on the same images with the same detection options.
