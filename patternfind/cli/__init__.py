@@ -83,7 +83,10 @@ def _quiet_broken_pipe() -> int:
     """
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
     except (OSError, ValueError, AttributeError):  # stdout replaced, e.g. under pytest
         pass
     return 1
