@@ -13,7 +13,14 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from patternfind.cli._common import Parser, UsageError, add_version
+from patternfind.cli._common import (
+    Parser,
+    UsageError,
+    add_max_pixels,
+    add_version,
+    check_output_file,
+    size_argument,
+)
 
 __all__ = [
     "COMMANDS", "build_crop_parser", "build_make_filter_parser", "run_crop", "run_make_filter",
@@ -26,7 +33,7 @@ __all__ = [
 MAKE_FILTER_EPILOG = """\
 examples:
   patternfind make-filter eye --size 24 -o eye.npy
-  patternfind make-filter eye --size 12,24 -o eye.npz       # 12 rows, 24 columns
+  patternfind make-filter eye --size 24x12 -o eye.npz       # 24 wide, 12 high
   patternfind make-filter edge --size 15 --angle 30 -o edge30.npy
   patternfind make-filter bar --size 21 --angle 90 --width 3 --polarity dark -o bar.npy
   patternfind make-filter blob --size 17 --sigma 2.5 --polarity dark -o blob.npz
@@ -38,7 +45,7 @@ Angles are degrees counter-clockwise from +x (x right, up on screen).
 CROP_EPILOG = """\
 examples:
   patternfind crop samples/astronaut.png --box 192,91,22,20 -o eye.npy
-  patternfind crop photo.png --box 10,20,32,32 --grey --name logo -o logo.npz
+  patternfind crop samples/astronaut.png --box 180,80,60,40 --grey --name eyes -o eyes.npz
 
 The box is x,y,w,h: top-left corner and size, in image pixels. Pixel values
 are scaled to [0, 1]; an alpha channel becomes the filter's mask.
@@ -58,23 +65,6 @@ _OPTION_FLAGS = {
     "pupil": "--pupil",
     "zero_mean": "--zero-mean",
 }
-
-
-def _size(text: str) -> int | tuple[int, int]:
-    """N for N×N, or WIDTHxHEIGHT as everywhere on the command line (`train --window` too)."""
-    parts = text.lower().split("x")
-    try:
-        numbers = [int(part) for part in parts]
-    except ValueError:
-        msg = f"expected N or WIDTHxHEIGHT in pixels, such as 24 or 32x16, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if len(numbers) == 1:
-        return numbers[0]
-    if len(numbers) == 2:
-        width, height = numbers
-        return height, width  # the library's (h, w)
-    msg = f"expected N or WIDTHxHEIGHT in pixels, such as 24 or 32x16, got {text!r}"
-    raise argparse.ArgumentTypeError(msg)
 
 
 def _box(text: str) -> tuple[int, int, int, int]:
@@ -100,8 +90,8 @@ def build_make_filter_parser() -> Parser:
         epilog=MAKE_FILTER_EPILOG,
     )
     parser.add_argument("kind", choices=tuple(filters.KINDS), help="which filter to draw")
-    parser.add_argument("--size", type=_size, required=True, metavar="N|H,W",
-                        help="filter size in pixels: N for N×N, or WIDTHxHEIGHT")
+    parser.add_argument("--size", type=size_argument, required=True, metavar="N|WxH",
+                        help="filter size in pixels: N for N×N, or WIDTHxHEIGHT such as 24x12")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
                         help="where to write the filter (.npy weights only, .npz all fields)")
     parser.add_argument("--name", default=None,
@@ -138,6 +128,7 @@ def run_make_filter(args: argparse.Namespace) -> int:
             msg = f"{flag} does not apply to filter kind {args.kind!r}"
             raise UsageError(msg)
         options[key] = value
+    check_output_file(args.output, "--output", [])
     filter_ = function(args.size, **options)
     if args.name is not None:
         filter_ = filter_.replace(name=args.name)
@@ -164,6 +155,7 @@ def build_crop_parser() -> Parser:
                              "grey filters)")
     parser.add_argument("--name", default=None,
                         help="label of the filter's detections (default: the output's stem)")
+    add_max_pixels(parser)
     add_version(parser)
     return parser
 
@@ -176,6 +168,7 @@ def run_crop(args: argparse.Namespace) -> int:
     from patternfind.pixels import to_float_image, to_grey
     from patternfind.structures import Filter
 
+    check_output_file(args.output, "--output", [args.image])
     image = io.load_image(args.image)
     if args.grey and image.ndim == 3 and image.shape[2] in (3, 4):
         # the detector's own grey conversion, so that the crop scores 1 at its source;

@@ -22,7 +22,7 @@ from patternfind.detection.nms import non_max_suppression
 from patternfind.detection.options import DetectOptions
 from patternfind.detection.parallel import map_in_threads, resolve_workers
 from patternfind.detection.peaks import find_peaks
-from patternfind.detection.pyramid import pyramid_scales, resize_to_scale
+from patternfind.detection.pyramid import check_memory, pyramid_scales, resize_to_scale, scan_memory
 from patternfind.detection.scores import (
     DEFAULT_THRESHOLDS,
     FLAT_VARIANCE,
@@ -139,10 +139,12 @@ def scan(
         Each filter's score map at each pyramid level.
     """
     options = DetectOptions.build(options, search_options)
-    pixels = prepare_image(io.load_image(image) if isinstance(image, (str, Path)) else image)
+    image = io.load_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
     plans = [_plan(f, options.threshold, options.score) for f in load_filters(filters)]
     levels = pyramid_scales(options.scales, scale_step=options.scale_step)
     workers = resolve_workers(options.workers)
+    _check_memory(image.shape, levels, len(plans), min(workers, len(levels)), keep_maps)
+    pixels = prepare_image(image)
     for plan in plans:
         if plan.filter.features == "pixels":
             match_channels(pixels, plan.filter)  # fail early on a colour filter and a grey image
@@ -162,6 +164,18 @@ def scan(
     detections = _suppress(candidates, names, options.nms_iou, options.per_label,
                            options.max_detections)
     return detections, maps
+
+
+def _check_memory(shape: tuple[int, ...], levels: list[float], filters: int, workers: int,
+                  keep_maps: bool) -> None:
+    """Refuse, before allocating, a search whose pyramid would not fit in the memory limit."""
+    needed = scan_memory(shape, levels, filters=filters, workers=workers, keep_maps=keep_maps)
+    check_memory(
+        needed,
+        f"searching a {shape[1]}×{shape[0]} image at {len(levels)} scales from {min(levels):.3g} "
+        f"(levels up to {round(shape[1] / min(levels))}×{round(shape[0] / min(levels))})",
+        "use a larger minimum scale (scales=(1, ...) never enlarges the image), fewer threads",
+    )
 
 
 def load_filters(filters: FilterLike | Sequence[FilterLike]) -> list[Filter]:
@@ -231,9 +245,13 @@ def _plan(filter_: Filter, threshold: float | None, score: str | None) -> _Plan:
 
 
 def _is_flat(filter_: Filter) -> bool:
+    """Contrast under sqrt(FLAT_VARIANCE) of the largest weight: ncc ignores the filter's units."""
     weights = filter_.weights if filter_.weights.ndim == 3 else filter_.weights[..., None]
     inside = weights[filter_.mask] if filter_.mask is not None else weights.reshape(-1, weights.shape[2])
-    return float(inside.var(axis=0).sum()) < FLAT_VARIANCE
+    largest = float(np.abs(inside).max(initial=0.0))
+    if largest == 0:
+        return True
+    return float((inside.astype(np.float64) / largest).var(axis=0).sum()) < FLAT_VARIANCE
 
 
 def _pixel_window(filter_: Filter) -> tuple[int, int]:

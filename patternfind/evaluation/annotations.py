@@ -4,8 +4,10 @@
 image path exactly as the annotation file writes it (COCO ``file_name``, VOC
 ``filename``, dlib ``file``, the CSV ``image`` column), so keys stay stable
 whatever folder the program runs in. `image_paths` turns the keys into real
-paths: a relative key is resolved against the folder holding the annotation
-file (for a folder of VOC files, that folder).
+paths: a relative key is resolved against the image root, by default the
+folder holding the annotation file (for a folder of VOC files, that folder).
+Keys that are absolute or climb out of the root with ``..`` are refused
+unless ``allow_outside_root=True``.
 
 Boxes are ``(x, y, w, h)`` in image pixels, top-left corner and size
 (`patternfind.Box`). Pascal VOC's 1-based inclusive corners are converted:
@@ -37,6 +39,7 @@ import csv
 import io as _io
 import json
 import math
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -185,8 +188,9 @@ def save_annotations(
 
 
 def image_paths(annotations: Iterable[str], annotation_path: str | Path, *,
-                check: bool = True) -> dict[str, Path]:
-    """Resolve image keys to paths, relative to the annotation file's folder.
+                check: bool = True, image_root: str | Path | None = None,
+                allow_outside_root: bool = False) -> dict[str, Path]:
+    """Resolve image keys to paths under an image root (default: the annotation file's folder).
 
     Parameters
     ----------
@@ -196,21 +200,47 @@ def image_paths(annotations: Iterable[str], annotation_path: str | Path, *,
         The annotation file (or VOC folder) the keys came from.
     check : bool
         Raise if any image file is missing.
+    image_root : str or Path, optional
+        The folder relative keys are resolved against, and that every image
+        must lie in. Default: the folder holding the annotation file (for a
+        folder of VOC files, that folder).
+    allow_outside_root : bool
+        Accept keys that are absolute or climb out of ``image_root`` with
+        ``..``. Off by default: an annotation file is data, and should not be
+        able to make the program read ``/etc/passwd`` or ``../../secret``.
 
     Returns
     -------
     dict of str to Path
-        Key to image path. Absolute keys are kept as they are.
+        Key to image path.
 
     Raises
     ------
     ValueError
-        If ``check`` and some images do not exist; the message names the
-        annotation file and the first missing images.
+        If a key leaves ``image_root`` (unless ``allow_outside_root``), or if
+        ``check`` and some images do not exist; the message names the
+        annotation file and the first offending images.
     """
     annotation_path = Path(annotation_path)
-    base = annotation_path if annotation_path.is_dir() else annotation_path.parent
+    if image_root is None:
+        base = annotation_path if annotation_path.is_dir() else annotation_path.parent
+    else:
+        base = Path(image_root)
     paths = {key: base / key for key in annotations}  # base / absolute key == key
+    if not allow_outside_root:
+        # Lexical check (no symlinks followed): it judges what the file says,
+        # and a folder of symlinked images the user made stays usable.
+        root = os.path.abspath(base)
+        outside = [key for key, file in paths.items()
+                   if os.path.commonpath([root, os.path.abspath(file)]) != root]
+        if outside:
+            more = f" and {len(outside) - 1} more" if len(outside) > 1 else ""
+            msg = (
+                f"{annotation_path}: image path {outside[0]!r}{more} lies outside the image "
+                f"root {base} (absolute, or climbing out with '..'); pass --allow-outside-root "
+                "(allow_outside_root=True) if you trust the file, or set --image-root"
+            )
+            raise ValueError(msg)
     if check:
         missing = [key for key, file in paths.items() if not file.is_file()]
         if missing:
@@ -327,6 +357,9 @@ def _load_coco(path: Path, text: str) -> dict[str, list[Box]]:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         msg = f"{path}: malformed JSON: {error}"
+        raise ValueError(msg) from None
+    except RecursionError:
+        msg = f"{path}: malformed JSON: nested too deeply to be an annotation file"
         raise ValueError(msg) from None
     if isinstance(document, list):
         msg = (
