@@ -133,11 +133,11 @@ def angle_grid(start: float, extent: float, step: float) -> tuple[NDArray[np.flo
     """
     if extent >= 360 - 1e-9:
         count = math.ceil(360 / step - 1e-9)
-        return start + np.arange(count) * (360 / count), True
+        return np.asarray(start + np.arange(count) * (360 / count), np.float64), True
     if extent == 0:
         return np.array([start]), False
     count = math.ceil(extent / step - 1e-9)
-    return start + np.arange(count + 1) * (extent / count), False
+    return np.asarray(start + np.arange(count + 1) * (extent / count), np.float64), False
 
 
 def rotate_filter(
@@ -300,7 +300,7 @@ def search_poses(
         coarse_step = max(fine_step, default_angle_step(*coarse.filter_size))
         coarse_angles, _ = angle_grid(search.start, search.extent, coarse_step)
     else:
-        coarse_angles = fine_angles
+        coarse_step, coarse_angles = fine_step, fine_angles
     best, best_angle = _best_over_angles(coarse, coarse_angles, workers)
     margin = (_COARSE_MARGIN if factor > 1 else _FINE_MARGIN) if search.score != "dot" else 0.0
     filled = np.where(np.isfinite(best), best, np.float32(-3)).astype(np.float32)

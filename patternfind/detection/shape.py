@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from patternfind.pixels import to_grey
+from patternfind._validation import one_of
+from patternfind.pixels import prepare_image, to_grey
 from patternfind.structures import Filter
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "orientations",
     "shape_model",
     "shape_score_grid",
+    "shape_score_map",
     "shape_scores_at",
     "shape_scores_nearest",
 ]
@@ -172,6 +175,38 @@ def shape_model(filter_: Filter, *, min_contrast: float = DEFAULT_MIN_CONTRAST,
     directions = np.stack([gx[rows, cols], gy[rows, cols]], axis=1).astype(np.float64)
     directions /= strength.astype(np.float64)[:, None]
     return ShapeModel(offsets, directions, (height, width))
+
+
+def shape_score_map(
+    image: Any,
+    filter_: Filter,
+    *,
+    min_contrast: float = DEFAULT_MIN_CONTRAST,
+    polarity: str = "use",
+) -> NDArray[np.float32]:
+    """The shape score of an upright filter at every position where it fits.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) array
+        Any dtype `patternfind.pixels.prepare_image` accepts; colour is
+        converted to grey.
+    filter_ : Filter
+        A pixel filter with edges of at least ``min_contrast``.
+    min_contrast : float
+    polarity : {"use", "ignore"}
+
+    Returns
+    -------
+    (H − h + 1, W − w + 1) float32 array
+        Entry (i, j) scores the filter with its top-left pixel at (row i, column j).
+    """
+    one_of(polarity, "polarity", POLARITIES)
+    pixels = prepare_image(image)
+    grey = np.ascontiguousarray(to_grey(pixels) if pixels.ndim == 3 else pixels, np.float32)
+    model = shape_model(filter_, min_contrast=min_contrast)
+    vx, vy = orientations(grey, min_contrast)
+    return shape_score_grid(vx, vy, model, polarity=polarity)
 
 
 def shape_score_grid(
