@@ -73,6 +73,8 @@ MAX_CANDIDATES = 100
 # a candidate needs threshold − margin at the coarse stage.
 _COARSE_MARGIN = 0.2
 _FINE_MARGIN = 0.1
+# Shape-model points used while searching around a candidate (all of them for the final pose).
+_SEARCH_POINTS = 256
 
 
 def angle_range(angles: Any) -> tuple[float, float]:
@@ -391,24 +393,31 @@ def _refine(
     count = len(angles)
     step = float(angles[1] - angles[0]) if count > 1 else 0.0
     nearest = round((coarse_angle - angles[0]) / step) if step else 0
+    nearest = nearest % count if full_turn else min(max(nearest, 0), count - 1)
     offsets = np.arange(-span, span + 1)
     if full_turn:
         indices = (nearest + offsets) % count
     else:
         indices = np.unique(np.clip(nearest + offsets, 0, count - 1))
-    maps = [scorer.local(float(angles[i]), top, left, radius) for i in indices]
-    per_angle = np.array([local.max() for local in maps], np.float64)
-    if not np.isfinite(per_angle).any():
+    # position first, at the fine angle nearest the coarse one (turning about the
+    # centre barely moves the best position), then the angles around that position
+    start_map = scorer.local(float(angles[nearest]), top, left, radius)
+    if not np.isfinite(start_map).any():
         return None
+    row, col = np.unravel_index(int(np.argmax(start_map)), start_map.shape)
+    top, left = top + int(row) - radius, left + int(col) - radius
+    maps = [scorer.local(float(angles[i]), top, left, 1) for i in indices]
+    per_angle = np.array([local.max() for local in maps], np.float64)
+    if not per_angle.max() >= search.threshold - _FINE_MARGIN:
+        return None  # not worth the exact score of the final pose
     best = int(np.argmax(per_angle))
     angle = float(angles[indices[best]])
     if 0 < best < len(indices) - 1 and step:
         angle += step * _parabola_vertex(*per_angle[best - 1 : best + 2])
     if not full_turn:
         angle = min(max(angle, search.start), search.start + search.extent)
-    local = maps[best]
-    row, col = np.unravel_index(int(np.argmax(local)), local.shape)
-    top, left = top + int(row) - radius, left + int(col) - radius
+    row, col = np.unravel_index(int(np.argmax(maps[best])), maps[best].shape)
+    top, left = top + int(row) - 1, left + int(col) - 1
     final = (scorer.exact or scorer.local)(angle, top, left, 2)
     row, col = np.unravel_index(int(np.argmax(final)), final.shape)
     score = float(final[row, col])
@@ -580,12 +589,17 @@ def _shape_scorer(
     model = shape_model(search.filter, min_contrast=search.min_contrast, weights=weights, mask=mask)
     height, width = weights.shape[:2]
     lazy: dict[str, Any] = {}
-    models: dict[float, ShapeModel] = {}
+    # The fine search scores many poses per candidate: an evenly spread subset of the
+    # points suffices there; the final pose is scored with every point.
+    spread = np.unique(np.linspace(0, len(model.offsets) - 1, _SEARCH_POINTS).round().astype(int))
+    sparse = ShapeModel(model.offsets[spread], model.directions[spread], model.size)
+    models: dict[tuple[float, bool], ShapeModel] = {}
 
-    def turned(angle: float) -> ShapeModel:
-        if angle not in models:
-            models[angle] = model.rotated(angle)
-        return models[angle]
+    def turned(angle: float, *, every_point: bool = False) -> ShapeModel:
+        key = (angle, every_point)
+        if key not in models:
+            models[key] = (model if every_point else sparse).rotated(angle)
+        return models[key]
 
     def unit() -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         if "unit" not in lazy:
@@ -594,7 +608,7 @@ def _shape_scorer(
 
     def grid(angle: float) -> NDArray[np.float32]:
         vx, vy = unit()
-        return shape_score_grid(vx, vy, turned(angle), polarity=search.polarity)
+        return shape_score_grid(vx, vy, turned(angle, every_point=True), polarity=search.polarity)
 
     def positions(top: int, left: int, radius: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         steps = np.arange(-radius, radius + 1)
@@ -614,7 +628,7 @@ def _shape_scorer(
         gx, gy = lazy["gradients"]
         rows, cols = positions(top, left, radius)
         centres = np.stack([cols.ravel() + (width - 1) / 2, rows.ravel() + (height - 1) / 2], axis=1)
-        values = shape_scores_at(gx, gy, turned(angle), centres,
+        values = shape_scores_at(gx, gy, turned(angle, every_point=True), centres,
                                  min_contrast=search.min_contrast, polarity=search.polarity)
         return values.reshape(rows.shape).astype(np.float32)
 

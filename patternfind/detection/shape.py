@@ -331,17 +331,20 @@ def shape_scores_at(
     x, y = points[..., 0], points[..., 1]
     x0, y0 = np.floor(x), np.floor(y)
     fx, fy = x - x0, y - y0
-    x0, y0 = x0.astype(np.intp), y0.astype(np.intp)
     height, width = gx.shape
+    # A zero border of one pixel: clipping a tap outside the image onto it reads 0.
+    padded_x = cv2.copyMakeBorder(gx, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    padded_y = cv2.copyMakeBorder(gy, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cols0 = np.clip(x0.astype(np.intp) + 1, 0, width + 1)
+    rows0 = np.clip(y0.astype(np.intp) + 1, 0, height + 1)
+    cols1 = np.clip(x0.astype(np.intp) + 2, 0, width + 1)
+    rows1 = np.clip(y0.astype(np.intp) + 2, 0, height + 1)
     sample_x = np.zeros(x.shape)
     sample_y = np.zeros(x.shape)
-    for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
-                           (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        cols, rows = x0 + dx, y0 + dy
-        inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
-        cols, rows = np.clip(cols, 0, width - 1), np.clip(rows, 0, height - 1)
-        sample_x += np.where(inside, gx[rows, cols], 0) * weight
-        sample_y += np.where(inside, gy[rows, cols], 0) * weight
+    for rows, cols, weight in ((rows0, cols0, (1 - fx) * (1 - fy)), (rows0, cols1, fx * (1 - fy)),
+                               (rows1, cols0, (1 - fx) * fy), (rows1, cols1, fx * fy)):
+        sample_x += padded_x[rows, cols] * weight
+        sample_y += padded_y[rows, cols] * weight
     magnitude = np.hypot(sample_x, sample_y)
     strong = magnitude >= min_contrast
     cosine = (sample_x * model.directions[:, 0] + sample_y * model.directions[:, 1])
