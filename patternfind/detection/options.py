@@ -39,8 +39,8 @@ class DetectOptions:
         Default: each filter's own ``score``, else ``"ncc"`` for pixel
         filters and ``"dot"`` for feature filters (their only score).
         ``"shape"`` compares gradient directions
-        (`patternfind.detection.shape`); its default threshold is 0.6
-        (0.8 with ``polarity="ignore"``).
+        (`patternfind.detection.shape`); its default threshold is 0.7
+        (0.85 with ``polarity="ignore"``).
     scales : (min, max) of float
         Object sizes to search, as multiples of the filter size. ``(1, 1)``
         scans the input size only.

@@ -406,19 +406,37 @@ def _refine(
         return None
     row, col = np.unravel_index(int(np.argmax(start_map)), start_map.shape)
     top, left = top + int(row) - radius, left + int(col) - radius
-    maps = [scorer.local(float(angles[i]), top, left, 1) for i in indices]
-    per_angle = np.array([local.max() for local in maps], np.float64)
+    fine = scorer.fine or scorer.local
+    maps = [fine(float(angles[i]), top, left, 1) for i in indices]
+    # Each angle's score at its sub-pixel peak near this position: at whole pixels a
+    # fraction of a pixel costs as much score as a fraction of a step, which would skew the fit.
+    per_angle = np.array([_peak_value(local) for local in maps], np.float64)
     if not per_angle.max() >= search.threshold - _FINE_MARGIN:
         return None  # not worth the exact score of the final pose
     best = int(np.argmax(per_angle))
     angle = float(angles[indices[best]])
     if 0 < best < len(indices) - 1 and step:
         angle += step * _parabola_vertex(*per_angle[best - 1 : best + 2])
+        # once more at half the spacing around the estimate: the score is not quite a
+        # parabola over a whole step
+        half = step / 2
+        if scorer.at is not None:  # scored at the sub-pixel position itself
+            local = fine(angle, top, left, 1)
+            row, col = np.unravel_index(int(np.argmax(local)), local.shape)
+            if row == 1 and col == 1:
+                y = top + _parabola_vertex(*local[:, 1])
+                x = left + _parabola_vertex(*local[1, :])
+                closer = [scorer.at(turn, y, x) for turn in (angle - half, angle, angle + half)]
+                angle += half * _parabola_vertex(*closer)
+        else:
+            closer = [_peak_value(fine(turn, top, left, 1))
+                      for turn in (angle - half, angle, angle + half)]
+            angle += half * _parabola_vertex(*closer)
     if not full_turn:
         angle = min(max(angle, search.start), search.start + search.extent)
     row, col = np.unravel_index(int(np.argmax(maps[best])), maps[best].shape)
     top, left = top + int(row) - 1, left + int(col) - 1
-    final = (scorer.exact or scorer.local)(angle, top, left, 2)
+    final = (scorer.exact or scorer.fine or scorer.local)(angle, top, left, 2)
     row, col = np.unravel_index(int(np.argmax(final)), final.shape)
     score = float(final[row, col])
     if not score >= search.threshold:
@@ -432,6 +450,24 @@ def _refine(
     if angle >= 360:
         angle -= 360
     return x + (width - 1) / 2, y + (height - 1) / 2, angle, score
+
+
+def _peak_value(scores: NDArray[np.float32]) -> float:
+    """The highest value of the parabolas through a 3×3 map's centre row and column.
+
+    Offsets are limited to half a pixel; an axis that is not curved down adds nothing.
+    """
+    centre = float(scores[1, 1])
+    if not np.isfinite(scores).all():
+        return float(np.max(scores))
+    value = centre
+    for before, after in ((scores[1, 0], scores[1, 2]), (scores[0, 1], scores[2, 1])):
+        curvature = (float(before) + float(after) - 2 * centre) / 2
+        slope = (float(after) - float(before)) / 2
+        if curvature < 0:
+            offset = min(max(-slope / (2 * curvature), -0.5), 0.5)
+            value += curvature * offset * offset + slope * offset
+    return value
 
 
 def _parabola_vertex(before: float, centre: float, after: float) -> float:
@@ -460,9 +496,14 @@ class _Scorer:
     filter_size: tuple[int, int]
     grid: Callable[[float], NDArray[np.float32]] = field(repr=False)
     local: Callable[[float, int, int, int], NDArray[np.float32]] = field(repr=False)
-    #: `local` at the score's full precision (bilinear sampling for shape), for the final pose
+    #: `local` precise enough to tell neighbouring angles apart (default: `local`)
+    fine: Callable[[float, int, int, int], NDArray[np.float32]] | None = field(
+        default=None, repr=False)
+    #: `local` at the score's full precision, for the final pose (default: `fine`)
     exact: Callable[[float, int, int, int], NDArray[np.float32]] | None = field(
         default=None, repr=False)
+    #: the score with the filter's top-left corner at a sub-pixel (row, column), if possible
+    at: Callable[[float, float, float], float] | None = field(default=None, repr=False)
 
     @property
     def map_shape(self) -> tuple[int, int]:
@@ -622,14 +663,30 @@ def _shape_scorer(
                                       polarity=search.polarity)
         return values.reshape(rows.shape)
 
-    def exact(angle: float, top: int, left: int, radius: int) -> NDArray[np.float32]:
+    def bilinear(angle: float, top: int, left: int, radius: int, *,
+                 every_point: bool) -> NDArray[np.float32]:
         if "gradients" not in lazy:
             lazy["gradients"] = gradients(grey)
         gx, gy = lazy["gradients"]
         rows, cols = positions(top, left, radius)
         centres = np.stack([cols.ravel() + (width - 1) / 2, rows.ravel() + (height - 1) / 2], axis=1)
-        values = shape_scores_at(gx, gy, turned(angle, every_point=True), centres,
+        values = shape_scores_at(gx, gy, turned(angle, every_point=every_point), centres,
                                  min_contrast=search.min_contrast, polarity=search.polarity)
         return values.reshape(rows.shape).astype(np.float32)
 
-    return _Scorer(grey.shape, (height, width), grid, local, exact)
+    def fine(angle: float, top: int, left: int, radius: int) -> NDArray[np.float32]:
+        return bilinear(angle, top, left, radius, every_point=False)
+
+    def exact(angle: float, top: int, left: int, radius: int) -> NDArray[np.float32]:
+        return bilinear(angle, top, left, radius, every_point=True)
+
+    def at(angle: float, top: float, left: float) -> float:
+        if "gradients" not in lazy:
+            lazy["gradients"] = gradients(grey)
+        gx, gy = lazy["gradients"]
+        centre = np.array([[left + (width - 1) / 2, top + (height - 1) / 2]])
+        return float(shape_scores_at(gx, gy, turned(angle), centre,
+                                     min_contrast=search.min_contrast,
+                                     polarity=search.polarity)[0])
+
+    return _Scorer(grey.shape, (height, width), grid, local, fine, exact, at)
