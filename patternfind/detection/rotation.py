@@ -45,6 +45,7 @@ from patternfind.detection.shape import (
     ShapeModel,
     gradients,
     orientations,
+    pad_gradients,
     shape_model,
     shape_score_grid,
     shape_scores_at,
@@ -407,7 +408,7 @@ def _refine(
     row, col = np.unravel_index(int(np.argmax(start_map)), start_map.shape)
     top, left = top + int(row) - radius, left + int(col) - radius
     fine = scorer.fine or scorer.local
-    maps = [fine(float(angles[i]), top, left, 1) for i in indices]
+    maps = [scorer.local(float(angles[i]), top, left, 1) for i in indices]
     # Each angle's score at its sub-pixel peak near this position: at whole pixels a
     # fraction of a pixel costs as much score as a fraction of a step, which would skew the fit.
     per_angle = np.array([_peak_value(local) for local in maps], np.float64)
@@ -416,6 +417,10 @@ def _refine(
     best = int(np.argmax(per_angle))
     angle = float(angles[indices[best]])
     if 0 < best < len(indices) - 1 and step:
+        if scorer.fine is not None:  # the scan was approximate: score the three precisely
+            for neighbour in (best - 1, best, best + 1):
+                maps[neighbour] = scorer.fine(float(angles[indices[neighbour]]), top, left, 1)
+                per_angle[neighbour] = _peak_value(maps[neighbour])
         angle += step * _parabola_vertex(*per_angle[best - 1 : best + 2])
         # once more at half the spacing around the estimate: the score is not quite a
         # parabola over a whole step
@@ -663,15 +668,19 @@ def _shape_scorer(
                                       polarity=search.polarity)
         return values.reshape(rows.shape)
 
+    def padded_gradients() -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        if "gradients" not in lazy:
+            lazy["gradients"] = pad_gradients(*gradients(grey))
+        return lazy["gradients"]  # type: ignore[no-any-return]
+
     def bilinear(angle: float, top: int, left: int, radius: int, *,
                  every_point: bool) -> NDArray[np.float32]:
-        if "gradients" not in lazy:
-            lazy["gradients"] = gradients(grey)
-        gx, gy = lazy["gradients"]
+        gx, gy = padded_gradients()
         rows, cols = positions(top, left, radius)
         centres = np.stack([cols.ravel() + (width - 1) / 2, rows.ravel() + (height - 1) / 2], axis=1)
         values = shape_scores_at(gx, gy, turned(angle, every_point=every_point), centres,
-                                 min_contrast=search.min_contrast, polarity=search.polarity)
+                                 min_contrast=search.min_contrast, polarity=search.polarity,
+                                 padded=True)
         return values.reshape(rows.shape).astype(np.float32)
 
     def fine(angle: float, top: int, left: int, radius: int) -> NDArray[np.float32]:
@@ -681,12 +690,10 @@ def _shape_scorer(
         return bilinear(angle, top, left, radius, every_point=True)
 
     def at(angle: float, top: float, left: float) -> float:
-        if "gradients" not in lazy:
-            lazy["gradients"] = gradients(grey)
-        gx, gy = lazy["gradients"]
+        gx, gy = padded_gradients()
         centre = np.array([[left + (width - 1) / 2, top + (height - 1) / 2]])
-        return float(shape_scores_at(gx, gy, turned(angle), centre,
+        return float(shape_scores_at(gx, gy, turned(angle, every_point=True), centre,
                                      min_contrast=search.min_contrast,
-                                     polarity=search.polarity)[0])
+                                     polarity=search.polarity, padded=True)[0])
 
     return _Scorer(grey.shape, (height, width), grid, local, fine, exact, at)

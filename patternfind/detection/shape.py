@@ -40,6 +40,7 @@ __all__ = [
     "ShapeModel",
     "gradients",
     "orientations",
+    "pad_gradients",
     "shape_model",
     "shape_score_grid",
     "shape_score_map",
@@ -299,6 +300,14 @@ def shape_scores_nearest(
     return cosine.mean(axis=1, dtype=np.float32)
 
 
+def pad_gradients(
+    gx: NDArray[np.float32], gy: NDArray[np.float32]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """``gx`` and ``gy`` with a border of one zero pixel (for `shape_scores_at`)."""
+    return (cv2.copyMakeBorder(gx, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
+            cv2.copyMakeBorder(gy, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0))
+
+
 def shape_scores_at(
     gx: NDArray[np.float32],
     gy: NDArray[np.float32],
@@ -307,6 +316,7 @@ def shape_scores_at(
     *,
     min_contrast: float,
     polarity: str = "use",
+    padded: bool = False,
 ) -> NDArray[np.float64]:
     """The shape score of ``model`` centred at each of ``centres`` (any real positions).
 
@@ -322,6 +332,10 @@ def shape_scores_at(
         ``(x, y)`` of the model's centre, in pixels.
     min_contrast : float
     polarity : {"use", "ignore"}
+    padded : bool
+        ``gx`` and ``gy`` already have a border of one zero pixel (added with
+        `pad_gradients`, to save the copy when scoring many times); positions
+        still refer to the image without it.
 
     Returns
     -------
@@ -332,10 +346,9 @@ def shape_scores_at(
     x, y = points[..., 0], points[..., 1]
     x0, y0 = np.floor(x), np.floor(y)
     fx, fy = x - x0, y - y0
-    height, width = gx.shape
     # A zero border of one pixel: clipping a tap outside the image onto it reads 0.
-    padded_x = cv2.copyMakeBorder(gx, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    padded_y = cv2.copyMakeBorder(gy, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    padded_x, padded_y = (gx, gy) if padded else pad_gradients(gx, gy)
+    height, width = padded_x.shape[0] - 2, padded_x.shape[1] - 2
     cols0 = np.clip(x0.astype(np.intp) + 1, 0, width + 1)
     rows0 = np.clip(y0.astype(np.intp) + 1, 0, height + 1)
     cols1 = np.clip(x0.astype(np.intp) + 2, 0, width + 1)
