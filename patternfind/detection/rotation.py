@@ -534,6 +534,7 @@ def _pixel_scorer(
     # ncc ignores the image's mean: removing it keeps the float32 window sums accurate
     image = view - np.float32(view.mean(dtype=np.float64)) if score == "ncc" else view
     cache: dict[float, _RotatedTemplate] = {}
+    lazy: dict[str, Any] = {}
 
     def template(angle: float) -> _RotatedTemplate:
         if angle not in cache:
@@ -546,7 +547,9 @@ def _pixel_scorer(
         canvas_height, canvas_width = rotated.mask.shape
         if canvas_height > view.shape[0] or canvas_width > view.shape[1]:
             return result
-        scores = rotated.scores(image, bias)
+        if "planes" not in lazy:
+            lazy["planes"] = _planes(image)
+        scores = rotated.scores(image, bias, lazy["planes"])
         top, left = (canvas_height - height) // 2, (canvas_width - width) // 2
         result[top : top + scores.shape[0], left : left + scores.shape[1]] = scores
         return result
@@ -601,17 +604,22 @@ class _RotatedTemplate:
         norm_squared = float(np.square(template, dtype=np.float64).sum())
         return cls(template, rotated_mask, mask_float, count, norm_squared, score)
 
-    def scores(self, image: NDArray[np.float32], bias: float) -> NDArray[np.float32]:
-        """The score at every canvas position of ``image`` (float32 window sums)."""
+    def scores(self, image: NDArray[np.float32], bias: float,
+               planes: list[tuple[NDArray[np.float32], NDArray[np.float32]]] | None = None,
+               ) -> NDArray[np.float32]:
+        """The score at every canvas position of ``image`` (float32 window sums).
+
+        ``planes`` (each channel and its square, from `_planes`) saves
+        recomputing them when one image is scored at many angles.
+        """
         numerator = cv2.matchTemplate(image, self.template, cv2.TM_CCORR)
         if self.score == "dot":
             return numerator + np.float32(bias) if bias else numerator
         if self.norm_squared / self.count < FLAT_VARIANCE:
             return np.zeros_like(numerator)
-        channels = [image] if image.ndim == 2 else cv2.split(image)
         spread = np.zeros_like(numerator)
-        for channel in channels:
-            window_square = cv2.matchTemplate(np.square(channel), self.mask_float, cv2.TM_CCORR)
+        for channel, square in planes or _planes(image):
+            window_square = cv2.matchTemplate(square, self.mask_float, cv2.TM_CCORR)
             if self.score == "ncc":
                 window_sum = cv2.matchTemplate(channel, self.mask_float, cv2.TM_CCORR)
                 window_square -= window_sum * window_sum / np.float32(self.count)
@@ -625,6 +633,12 @@ class _RotatedTemplate:
         numerator[flat] = 0
         np.clip(numerator, -1, 1, out=numerator)
         return numerator
+
+
+def _planes(image: NDArray[np.float32]) -> list[tuple[NDArray[np.float32], NDArray[np.float32]]]:
+    """Each channel of ``image`` with its square (the window sums' inputs)."""
+    channels = [image] if image.ndim == 2 else cv2.split(image)
+    return [(channel, np.square(channel)) for channel in channels]
 
 
 def _shape_scorer(

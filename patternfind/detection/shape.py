@@ -161,9 +161,10 @@ def shape_model(filter_: Filter, *, min_contrast: float = DEFAULT_MIN_CONTRAST,
     strong = inside & (magnitude >= min_contrast)
     rows, cols = np.nonzero(strong)
     if not rows.size:
+        strongest = float(magnitude[inside].max()) if inside.any() else 0.0
         msg = (
-            f"filter {filter_.name!r} has no edges to match (no gradient reaches "
-            f"min_contrast={min_contrast:g}); lower min_contrast or use ncc"
+            f"filter {filter_.name!r} has no edges to match; lower min_contrast or use ncc "
+            f"(its strongest gradient is {strongest:.3g}, min_contrast={min_contrast:g})"
         )
         raise ValueError(msg)
     strength = magnitude[rows, cols]
