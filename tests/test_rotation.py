@@ -165,7 +165,8 @@ def test_wrapping_range_through_zero_finds_parts_on_both_sides(part):
     by_x = sorted(found, key=lambda d: d.x)
     assert angle_error(by_x[0].angle, 6.0) <= 0.5
     assert angle_error(by_x[1].angle, 353.0) <= 0.5
-    assert 350 <= by_x[1].angle < 360 and 0 <= by_x[0].angle <= 10
+    assert 350 <= by_x[1].angle < 360
+    assert 0 <= by_x[0].angle <= 10
     # outside the range: nothing
     assert patternfind.detect(scene, Filter(part), angles=(40, 80), scales=(1, 1)) == []
 
@@ -185,9 +186,14 @@ def test_default_step_follows_the_filter_size():
         radius = math.hypot(size, size) / 2
         assert radius * math.radians(step) == pytest.approx(1.0, rel=0.01)
     angles, full = angle_grid(0, 360, 1.3)
-    assert full and angles[0] == 0 and angles[-1] < 360 and np.diff(angles).max() <= 1.3
+    assert full
+    assert angles[0] == 0
+    assert angles[-1] < 360
+    assert np.diff(angles).max() <= 1.3
     angles, full = angle_grid(350, 20, 3.0)
-    assert not full and angles[0] == 350 and angles[-1] == pytest.approx(370)
+    assert not full
+    assert angles[0] == 350
+    assert angles[-1] == pytest.approx(370)
 
 
 def test_corners_turn_counter_clockwise_on_screen():
