@@ -405,6 +405,8 @@ def _refine(
     start_map = scorer.local(float(angles[nearest]), top, left, radius)
     if not np.isfinite(start_map).any():
         return None
+    if search.score != "dot" and not start_map.max() >= search.threshold - _COARSE_MARGIN:
+        return None  # as weak at full size as it was coarse: not worth the angle scan
     row, col = np.unravel_index(int(np.argmax(start_map)), start_map.shape)
     top, left = top + int(row) - radius, left + int(col) - radius
     fine = scorer.fine or scorer.local
@@ -568,9 +570,12 @@ def _pixel_scorer(
         if r1 - r0 < canvas_height or c1 - c0 < canvas_width:
             return result
         block = view[r0:r1, c0:c1]
-        if score == "ncc":  # the block's own mean keeps its window sums accurate
-            block = block - np.float32(block.mean(dtype=np.float64))
-        scores = rotated.scores(np.ascontiguousarray(block), bias)
+        if radius <= 2:  # a few positions: gather their windows, exactly
+            scores = rotated.window_scores(block, bias)
+        else:
+            if score == "ncc":  # the block's own mean keeps its window sums accurate
+                block = block - np.float32(block.mean(dtype=np.float64))
+            scores = rotated.scores(np.ascontiguousarray(block), bias)
         result[r0 - row0 : r0 - row0 + scores.shape[0], c0 - col0 : c0 - col0 + scores.shape[1]] = scores
         return result
 
@@ -603,6 +608,36 @@ class _RotatedTemplate:
         template = np.where(inside, template, 0).astype(np.float32)
         norm_squared = float(np.square(template, dtype=np.float64).sum())
         return cls(template, rotated_mask, mask_float, count, norm_squared, score)
+
+    def window_scores(self, block: NDArray[np.float32], bias: float) -> NDArray[np.float32]:
+        """The score at every canvas position of a small ``block``, exactly (float64 sums).
+
+        For the few positions around a candidate, gathering the mask's pixels of
+        every window costs less than three correlations, and needs no care
+        about cancellation.
+        """
+        height, width = self.mask.shape
+        rows, cols = block.shape[0] - height + 1, block.shape[1] - width + 1
+        # the mask's pixels of each window: (rows, cols, n[, C])
+        inside = np.stack([
+            np.stack([block[i : i + height, j : j + width][self.mask] for j in range(cols)])
+            for i in range(rows)
+        ]).astype(np.float64)
+        template = self.template[self.mask].astype(np.float64)
+        numerator = np.tensordot(inside, template, axes=template.ndim)
+        if self.score == "dot":
+            return (numerator + bias).astype(np.float32)
+        if self.norm_squared / self.count < FLAT_VARIANCE:
+            return np.zeros(numerator.shape, np.float32)
+        spread = np.square(inside).sum(axis=2)
+        if self.score == "ncc":
+            spread -= np.square(inside.sum(axis=2)) / self.count
+        if spread.ndim == 3:
+            spread = spread.sum(axis=2)
+        flat = spread < FLAT_VARIANCE * self.count
+        denominator = np.sqrt(np.maximum(spread, 0) * self.norm_squared)
+        result = np.divide(numerator, denominator, out=np.zeros_like(numerator), where=~flat)
+        return np.clip(result, -1, 1).astype(np.float32)
 
     def scores(self, image: NDArray[np.float32], bias: float,
                planes: list[tuple[NDArray[np.float32], NDArray[np.float32]]] | None = None,
