@@ -316,7 +316,9 @@ def search_poses(
         centre_y = (row + (coarse_height - 1) / 2 + 0.5) * coarse_factor_rows - 0.5
         top_left = (round(centre_y - (height - 1) / 2), round(centre_x - (width - 1) / 2))
         starts.append((top_left, float(coarse_angles[best_angle[row, col]])))
-    span = math.ceil(coarse_step / fine_step - 1e-9) if factor > 1 else 1
+    # two coarse steps either way: at a coarse pixel beside the true centre, the best
+    # coarse angle can be a step further off
+    span = 2 * math.ceil(coarse_step / fine_step - 1e-9) if factor > 1 else 1
     radius = factor + 1
 
     def refine(start: tuple[tuple[int, int], float]) -> tuple[float, float, float, float] | None:
@@ -395,11 +397,13 @@ def _refine(
     step = float(angles[1] - angles[0]) if count > 1 else 0.0
     nearest = round((coarse_angle - angles[0]) / step) if step else 0
     nearest = nearest % count if full_turn else min(max(nearest, 0), count - 1)
-    offsets = np.arange(-span, span + 1)
-    if full_turn:
-        indices = (nearest + offsets) % count
-    else:
-        indices = np.unique(np.clip(nearest + offsets, 0, count - 1))
+
+    def around(centre: int, reach: int) -> NDArray[np.intp]:
+        offsets = np.arange(-reach, reach + 1)
+        if full_turn:
+            return np.asarray((centre + offsets) % count, np.intp)
+        return np.unique(np.clip(centre + offsets, 0, count - 1))
+
     # position first, at the fine angle nearest the coarse one (turning about the
     # centre barely moves the best position), then the angles around that position
     start_map = scorer.local(float(angles[nearest]), top, left, radius)
@@ -409,8 +413,19 @@ def _refine(
         return None  # as weak at full size as it was coarse: not worth the angle scan
     row, col = np.unravel_index(int(np.argmax(start_map)), start_map.shape)
     top, left = top + int(row) - radius, left + int(col) - radius
-    fine = scorer.fine or scorer.local
+    indices = around(nearest, span)
+    if span > 1:
+        # the coarse angle may have been far enough off to misplace the position: scan
+        # the angles over a wider neighbourhood, search the position again at the best
+        # angle, then the nearby angles once more
+        scan = [scorer.local(float(angles[i]), top, left, 2) for i in indices]
+        best_index = int(indices[int(np.argmax([m.max() for m in scan]))])
+        again = scorer.local(float(angles[best_index]), top, left, 3)
+        row, col = np.unravel_index(int(np.argmax(again)), again.shape)
+        top, left = top + int(row) - 3, left + int(col) - 3
+        indices = around(best_index, 2)
     maps = [scorer.local(float(angles[i]), top, left, 1) for i in indices]
+    fine = scorer.fine or scorer.local
     # Each angle's score at its sub-pixel peak near this position: at whole pixels a
     # fraction of a pixel costs as much score as a fraction of a step, which would skew the fit.
     per_angle = np.array([_peak_value(local) for local in maps], np.float64)
@@ -570,7 +585,7 @@ def _pixel_scorer(
         if r1 - r0 < canvas_height or c1 - c0 < canvas_width:
             return result
         block = view[r0:r1, c0:c1]
-        if radius <= 2:  # a few positions: gather their windows, exactly
+        if radius <= 1 and block.ndim == 2:  # a few positions: gather their windows, exactly
             scores = rotated.window_scores(block, bias)
         else:
             if score == "ncc":  # the block's own mean keeps its window sums accurate
