@@ -222,8 +222,10 @@ def test_cli_angles_add_angle_and_corners_to_every_format(parts_image, capsys):
     assert main([*common, "--score", "shape", "--polarity", "ignore", "--format", "json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert abs(row["angle"] - 40) < 1
-    assert main([*common, "--draw", str(parts_image / "drawn.png")]) == 0
+    assert main([*common, "--draw", str(parts_image / "drawn.png"),
+                 "--heatmap", str(parts_image / "heat.png")]) == 0
     assert patternfind.load_image(parts_image / "drawn.png").shape == (80, 120, 3)
+    assert patternfind.load_image(parts_image / "heat.png").shape == (80, 120, 3)
 
 
 @pytest.mark.parametrize(
@@ -261,3 +263,20 @@ def test_crop_saves_a_filter_for_the_shape_score(parts_image, capsys):
     assert main(["make-filter", "ring", "--size", "21", "--score", "shape", "-o",
                  str(parts_image / "ring.npy")]) == 2
     assert ".npz" in capsys.readouterr().err
+
+
+def test_cli_evaluate_with_rolabelimg_boxes_reports_pose_errors(parts_image, capsys):
+    # the part is turned 40° counter-clockwise about (60, 40) (pixel centres): roLabelImg
+    # writes the centre in edge coordinates and the angle clockwise, in radians
+    (parts_image / "parts.xml").write_text(
+        "<annotation><filename>parts.png</filename><object><type>robndbox</type>"
+        "<name>part</name><robndbox><cx>60.5</cx><cy>40.5</cy><w>24</w><h>24</h>"
+        f"<angle>{2 * math.pi - math.radians(40)}</angle></robndbox></object></annotation>")
+    code = main(["evaluate", "--annotations", str(parts_image / "parts.xml"), "--filter",
+                 str(parts_image / "part.npy"), "--angles", "0,360", "--scales", "1,1",
+                 "--format", "json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["true_positives"] == 1
+    assert summary["mean_angle_error"] < 1.0  # a 24×24 blurred part on uint8 pixels: 0.71° measured
+    assert summary["mean_centre_error"] < 1.0
