@@ -202,3 +202,10 @@ def test_ncc_fails_where_the_shape_score_does_not(scene_and_part):
     assert ncc_at_truth["30% occluded"] < 0.8  # so is the occluded part (shape: 0.79 > 0.5)
     assert not near_truth(patternfind.detect(variants["inverted"], filter_, angles=(0, 360),
                                              scales=(1, 1)))
+
+
+def test_shape_without_angles_searches_upright_only(scene_and_part):
+    scene, part, _ = scene_and_part
+    upright, _ = plant(scene, part, 0.0, (30.0, 95.0))
+    found = patternfind.detect(upright, Filter(part), score="shape", scales=(1, 1))
+    assert [(d.x, d.y, d.angle) for d in found] == [(14.0, 79.0, 0.0)]
