@@ -235,14 +235,25 @@ def _number_pair(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _angle_pair(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    try:
+        start, stop = (float(part) for part in parts)
+    except ValueError:
+        msg = f"expected two angles in degrees START,STOP (such as 0,360 or 350,10), got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    return start, stop
+
+
 def add_detection_options(parser: argparse.ArgumentParser) -> None:
     """Add the options that control `patternfind.detect` (shared by detect, evaluate, compare)."""
     group = parser.add_argument_group("detection")
     group.add_argument("--threshold", type=float, default=None,
                        help="keep peaks scoring at least this (default: the filter's own, "
                             "else 0.8 for ncc, 0.95 for cosine; required for dot)")
-    group.add_argument("--score", choices=("ncc", "dot", "cosine"), default=None,
-                       help="score kind (default: the filter's own, else ncc)")
+    group.add_argument("--score", choices=("ncc", "dot", "cosine", "shape"), default=None,
+                       help="score kind (default: the filter's own, else ncc); shape compares "
+                            "gradient directions and survives lighting changes")
     group.add_argument("--scales", type=_number_pair, default=(0.5, 2.0), metavar="MIN,MAX",
                        help="object sizes to search, as multiples of the filter size (default 0.5,2)")
     group.add_argument("--scale-step", type=float, default=1.1, metavar="S",
@@ -251,6 +262,16 @@ def add_detection_options(parser: argparse.ArgumentParser) -> None:
                        help="overlap above which the weaker box is dropped (default 0.3)")
     group.add_argument("--max", type=int, default=None, metavar="N", dest="max_detections",
                        help="keep at most N detections per image")
+    group.add_argument("--angles", type=_angle_pair, default=None, metavar="START,STOP",
+                       help="search the filter turned by every angle in this range (degrees, "
+                            "counter-clockwise; 0,360 for any angle, 350,10 through 0)")
+    group.add_argument("--angle-step", type=float, default=None, metavar="DEG",
+                       help="degrees between searched angles (default: from the filter size)")
+    group.add_argument("--polarity", choices=("use", "ignore"), default="use",
+                       help="shape score: 'ignore' also matches inverted contrast (default use)")
+    group.add_argument("--min-contrast", type=float, default=None, metavar="G",
+                       help="shape score: weakest edge that counts, in pixel range per pixel "
+                            "(default 0.02)")
 
 
 def detection_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -262,4 +283,8 @@ def detection_options(args: argparse.Namespace) -> dict[str, Any]:
         "scale_step": args.scale_step,
         "nms_iou": args.nms,
         "max_detections": args.max_detections,
+        "angles": args.angles,
+        "angle_step": args.angle_step,
+        "polarity": args.polarity,
+        **({} if args.min_contrast is None else {"min_contrast": args.min_contrast}),
     }

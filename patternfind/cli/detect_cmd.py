@@ -54,6 +54,9 @@ sub-commands (each has its own --help):
 """
 
 FIELDS = ("image", "label", "x", "y", "w", "h", "score", "scale")
+#: With a rotation search (``--angles``) rows also have the angle and the turned box's corners.
+CORNER_FIELDS = ("x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4")
+ROTATED_FIELDS = (*FIELDS, "angle", *CORNER_FIELDS)
 
 
 def build_parser() -> Parser:
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             image, filters, **options, subpixel=args.subpixel, per_label=args.per_label,
             workers=args.workers, keep_maps=args.heatmap is not None,
         )
-        rows.extend({"image": image_path, **d.to_dict()} for d in detections)
+        rows.extend(_row(image_path, d, rotated=args.angles is not None) for d in detections)
         if draw_paths is not None:
             _save_picture(draw_paths[index], draw_detections(image, detections))
         if heatmap_paths is not None:
@@ -129,6 +132,16 @@ def run(args: argparse.Namespace) -> int:
         print(_summary(rows, len(args.images), elapsed, args), file=sys.stderr
               if args.format != "table" else sys.stdout)
     return 0
+
+
+def _row(image_path: str, detection: Any, *, rotated: bool) -> dict[str, Any]:
+    """One output row; the angle and corners only with a rotation search."""
+    row = {"image": image_path, **detection.to_dict()}
+    if not rotated:
+        row.pop("angle")
+        return row
+    row["corners"] = [list(corner) for corner in detection.corners]
+    return row
 
 
 def _picture_targets(target: Path | None, flag: str, images: list[str], kind: str,
@@ -177,9 +190,16 @@ def _format(rows: list[dict[str, Any]], kind: str, args: argparse.Namespace) -> 
         return json.dumps(rows, indent=2) + "\n"
     if kind == "csv":
         buffer = text_io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+        rotated = args.angles is not None
+        writer = csv.DictWriter(buffer, fieldnames=ROTATED_FIELDS if rotated else FIELDS,
+                                lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        for row in rows:
+            flat = {key: value for key, value in row.items() if key != "corners"}
+            if rotated:
+                flat.update(zip(CORNER_FIELDS, (v for corner in row["corners"] for v in corner),
+                                strict=True))
+            writer.writerow(flat)
         return buffer.getvalue()
     if kind == "coco":
         return _coco(rows, args)
@@ -189,13 +209,15 @@ def _format(rows: list[dict[str, Any]], kind: str, args: argparse.Namespace) -> 
 def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
+    rotated = "angle" in rows[0]
     header = f"{'image':<24} {'label':<14} {'x':>8} {'y':>8} {'w':>7} {'h':>7} {'score':>7} {'scale':>6}"
-    lines = [header]
+    lines = [header + (f" {'angle':>7}" if rotated else "")]
     for row in rows:
         lines.append(
             f"{_clip(str(row['image']), 24):<24} {_clip(row['label'], 14):<14} "
             f"{row['x']:8.1f} {row['y']:8.1f} {row['w']:7.1f} {row['h']:7.1f} "
             f"{row['score']:7.3f} {row['scale']:6.2f}"
+            + (f" {row['angle']:7.2f}" if rotated else "")
         )
     return "\n".join(lines) + "\n"
 

@@ -278,6 +278,9 @@ def _evaluation_table(evaluation: Any) -> str:
         f"F1 {_number(evaluation.f1)}  AP {_number(evaluation.ap)}  "
         f"({1000 * evaluation.seconds_per_image:.1f} ms per image)"
     )
+    if evaluation.mean_angle_error is not None:
+        summary += (f"\nmean centre error {_number(evaluation.mean_centre_error, 2)} px  "
+                    f"mean angle error {_number(evaluation.mean_angle_error, 2)} degrees")
     return _format_rows(rows, right={1, 2, 3}) + "\n\n" + summary
 
 

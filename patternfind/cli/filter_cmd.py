@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patternfind.cli._common import (
     Parser,
@@ -21,6 +21,9 @@ from patternfind.cli._common import (
     check_output_file,
     size_argument,
 )
+
+if TYPE_CHECKING:
+    from patternfind.structures import Filter
 
 __all__ = [
     "COMMANDS", "build_crop_parser", "build_make_filter_parser", "run_crop", "run_make_filter",
@@ -37,6 +40,7 @@ examples:
   patternfind make-filter edge --size 15 --angle 30 -o edge30.npy
   patternfind make-filter bar --size 21 --angle 90 --width 3 --polarity dark -o bar.npy
   patternfind make-filter blob --size 17 --sigma 2.5 --polarity dark -o blob.npz
+  patternfind make-filter corner --size 31 --score shape -o corner.npz   # for the shape score
 
 Angles are degrees counter-clockwise from +x (x right, up on screen).
 .npy keeps the weights only; .npz keeps every field and the options used.
@@ -46,6 +50,7 @@ CROP_EPILOG = """\
 examples:
   patternfind crop samples/astronaut.png --box 192,91,22,20 -o eye.npy
   patternfind crop samples/astronaut.png --box 180,80,60,40 --grey --name eyes -o eyes.npz
+  patternfind crop samples/astronaut.png --box 180,80,60,40 --score shape -o eyes_shape.npz
 
 The box is x,y,w,h: top-left corner and size, in image pixels. Pixel values
 are scaled to [0, 1]; an alpha channel becomes the filter's mask.
@@ -80,6 +85,37 @@ def _box(text: str) -> tuple[int, int, int, int]:
     return x, y, w, h
 
 
+def _add_score_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("score the filter is made for (kept in .npz files)")
+    group.add_argument("--score", choices=("ncc", "dot", "cosine", "shape"), default=None,
+                       help="the score detect uses with this filter by default; 'shape' "
+                            "compares gradient directions (robust to lighting and inversion)")
+    group.add_argument("--min-contrast", type=float, default=None, metavar="G",
+                       help="with --score shape: check that the filter has edges at least this "
+                            "strong (default 0.02)")
+
+
+def _with_score(filter_: Filter, args: argparse.Namespace) -> Filter:
+    """The filter with ``--score`` recorded; a shape filter must have edges to match."""
+    if args.score is None:
+        if args.min_contrast is not None:
+            msg = "--min-contrast applies to --score shape only"
+            raise UsageError(msg)
+        return filter_
+    if args.output.suffix.lower() != ".npz":
+        msg = f"--score is kept in .npz files only; write {args.output.with_suffix('.npz')}"
+        raise UsageError(msg)
+    if args.score == "shape":
+        from patternfind.detection.shape import DEFAULT_MIN_CONTRAST, shape_model
+
+        min_contrast = DEFAULT_MIN_CONTRAST if args.min_contrast is None else args.min_contrast
+        shape_model(filter_, min_contrast=min_contrast)  # raises if the filter has no edges
+    elif args.min_contrast is not None:
+        msg = "--min-contrast applies to --score shape only"
+        raise UsageError(msg)
+    return filter_.replace(score=args.score)
+
+
 def build_make_filter_parser() -> Parser:
     """Parser of ``patternfind make-filter``."""
     from patternfind import filters
@@ -109,6 +145,7 @@ def build_make_filter_parser() -> Parser:
     shape.add_argument("--pupil", type=float, help="eye: pupil diameter / iris diameter")
     shape.add_argument("--zero-mean", action="store_true", default=None,
                        help="subtract the mean (all kinds but blob, which always is)")
+    _add_score_options(parser)
     add_version(parser)
     return parser
 
@@ -132,6 +169,7 @@ def run_make_filter(args: argparse.Namespace) -> int:
     filter_ = function(args.size, **options)
     if args.name is not None:
         filter_ = filter_.replace(name=args.name)
+    filter_ = _with_score(filter_, args)
     io.save_filter(filter_, args.output)
     height, width = filter_.weights.shape[:2]
     print(f"wrote {args.kind} filter {filter_.name!r} ({height}×{width}) to {args.output}")
@@ -156,6 +194,7 @@ def build_crop_parser() -> Parser:
     parser.add_argument("--name", default=None,
                         help="label of the filter's detections (default: the output's stem)")
     add_max_pixels(parser)
+    _add_score_options(parser)
     add_version(parser)
     return parser
 
@@ -179,6 +218,7 @@ def run_crop(args: argparse.Namespace) -> int:
     name = args.name if args.name is not None else args.output.stem
     filter_ = Filter.from_image(image, args.box, name=name,
                                 meta={"image": args.image.name, "grey": bool(args.grey)})
+    filter_ = _with_score(filter_, args)
     io.save_filter(filter_, args.output)
     shape = "×".join(str(n) for n in filter_.weights.shape)
     print(f"wrote {shape} filter {filter_.name!r} from {args.image} to {args.output}")

@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 from scipy.signal import correlate
 
 from patternfind.detection.parallel import map_in_threads, resolve_workers
+from patternfind.detection.shape import shape_score_map
 from patternfind.pixels import prepare_image, to_grey
 from patternfind.structures import SCORE_KINDS, Filter
 
@@ -91,7 +92,8 @@ def score_map(
         Any dtype `prepare_image` accepts. Pixel values are scaled to [0, 1].
     filter_ : Filter
         A pixel filter of shape (h, w) or (h, w, C).
-    score : {"ncc", "dot", "cosine"}
+    score : {"ncc", "dot", "cosine", "shape"}
+        ``"shape"``: see `patternfind.detection.shape.shape_score_map`.
     workers : int, optional
         Threads to use (default: ``cv2.getNumThreads()``).
 
@@ -114,6 +116,8 @@ def score_map(
         raise ValueError(msg)
     pixels = match_channels(prepare_image(image), filter_)
     check_fits(pixels.shape, filter_)
+    if score == "shape":  # gradient directions, with the default min_contrast and polarity
+        return shape_score_map(pixels, filter_)
     return score_pixels(pixels, filter_, score, workers=resolve_workers(workers))
 
 

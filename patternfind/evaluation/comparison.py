@@ -126,7 +126,9 @@ def _rank_thresholds(rank_thresholds: Sequence[float | None] | None, filters: Se
             floors.append((None, None))
             continue
         _, operating = operating_point(filter_, threshold=detect_options.get("threshold"),
-                                       score=detect_options.get("score"))
+                                       score=detect_options.get("score"),
+                                       **{key: detect_options[key] for key in ("polarity", "min_contrast")
+                                          if key in detect_options})
         floor = finite_float(floor, "rank_thresholds")
         if floor > operating:
             msg = (f"`rank_thresholds` {floor:g} of filter {filter_.name!r} is above its "
