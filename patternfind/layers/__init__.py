@@ -1,9 +1,12 @@
 """Layers: the transforms from pixels to feature maps, and the lecture's arithmetic.
 
+May import: core.
+
 The convolutional and pooling layers with their backward passes, the output-size
 and parameter-count calculators, the fixed feature transforms (gradients,
-dense HOG), and nested conv layers that learn the transform (`network`). This
-stage imports only the core: `patternfind.pixels`, the records and the argument checks.
+dense HOG), and nested conv layers that learn the transform (`network`). The
+core is `_validation`, `pixels`, `structures`, `io` and `filters`;
+tests/test_layering.py checks the order of the stages.
 """
 
 from patternfind.layers.conv import (

@@ -67,6 +67,11 @@ from patternfind.layers.network import DEFAULT_LAYERS, Network, layer_from_spec
 from patternfind.pixels import to_grey
 from patternfind.structures import FEATURE_KINDS
 
+__all__ = [
+    "BLOCK_NORMS", "HOG_VARIANTS", "feature_cell", "feature_channels", "feature_map",
+    "feature_options", "hog_blocks_like_skimage", "hog_orientation_weights", "window_features",
+]
+
 BLOCK_NORMS = ("L2-Hys", "L2", "L1")
 HOG_VARIANTS = ("dalal-triggs", "felzenszwalb")
 _HOG_DEFAULTS: dict[str, Any] = {"cell": 8, "bins": 9, "block_norm": "L2-Hys", "signed": False,
