@@ -196,8 +196,8 @@ def _xor_patches(count, seed):
     rng = np.random.default_rng(seed)
     horizontal, vertical = rng.random(count) < 0.5, rng.random(count) < 0.5
     patches = 0.1 * rng.random((count, 16, 16), dtype=np.float32)
-    patches[horizontal, 7:9, 3:13] += 0.8
-    patches[vertical, 3:13, 7:9] += 0.8
+    patches[horizontal, 7:9, 3:13] += 0.45  # where they cross: 0.9 + noise, still in [0, 1]
+    patches[vertical, 3:13, 7:9] += 0.45
     return patches, horizontal ^ vertical
 
 
@@ -258,7 +258,7 @@ def test_detector_boxes_land_on_the_windows_the_network_scored(small_cnn_filter)
     filter_ = small_cnn_filter
     rng = np.random.default_rng(6)
     image = 0.1 * rng.random((61, 75), dtype=np.float32)
-    image[23:25, 27:37] += 0.8  # a horizontal bar alone: positive; window top-left (16, 24)
+    image[23:25, 27:37] += 0.45  # a horizontal bar alone: positive; window top-left (16, 24)
     _, maps = scan(image, filter_, scales=(1, 1), threshold=-1e9, nms_iou=1)
     scores = maps[0].scores
     stride = maps[0].step
@@ -278,16 +278,16 @@ def test_detector_boxes_land_on_the_windows_the_network_scored(small_cnn_filter)
 
 
 def test_filters_on_the_same_network_share_its_feature_map(small_cnn_filter, monkeypatch):
-    import patternfind.layers.features as features_module
+    import patternfind.detection.detector as detector_module
 
     calls = []
-    original = features_module.feature_map
+    original = detector_module.feature_map
 
     def counting(*args, **kwargs):
         calls.append(kwargs["kind"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(features_module, "feature_map", counting)
+    monkeypatch.setattr(detector_module, "feature_map", counting)
     twin = small_cnn_filter.replace(name="twin", bias=small_cnn_filter.bias + 1)
     image = np.random.default_rng(7).random((40, 40), dtype=np.float32)
     detect(image, [small_cnn_filter, twin], scales=(1, 1), threshold=0)

@@ -31,7 +31,8 @@ from patternfind.evaluation.metrics import (
 )
 from patternfind.io import atomic_write
 from patternfind.layers.features import hog_orientation_weights
-from patternfind.pixels import as_rgb8, prepare_image
+from patternfind.layers.network import Conv, Network, ReLU
+from patternfind.pixels import as_rgb8, prepare_image, to_grey
 from patternfind.structures import Box, Detection, Filter
 
 __all__ = [
@@ -182,8 +183,6 @@ def plot_network_filters(ax: Any, filter_: Filter, *, colorbar: bool = True) -> 
     -------
     matplotlib.image.AxesImage
     """
-    from patternfind.layers.network import Conv, Network
-
     network = Network.from_filter(filter_)
     first = next(layer for layer in network.layers if isinstance(layer, Conv))
     assert first.weights is not None
@@ -224,9 +223,6 @@ def plot_feature_maps(figure: Any, filter_: Filter, image: NDArray[Any], *,
     -------
     array of matplotlib.axes.Axes
     """
-    from patternfind.layers.network import Network, ReLU
-    from patternfind.pixels import prepare_image, to_grey
-
     network = Network.from_filter(filter_)
     if layer is None:
         layer = next((i for i, item in enumerate(network.layers) if isinstance(item, ReLU)), 0)
