@@ -476,3 +476,20 @@ def test_train_detector_with_a_network_finds_held_out_targets():
         found += sum(any(_iou((d.x, d.y, d.w, d.h), (b.x, b.y, b.w, b.h)) >= 0.5
                          for d in detections) for b in boxes)
     assert found >= 0.8 * total
+
+
+def test_conv_backward_is_the_same_from_run_to_run_when_split_over_threads():
+    """The two threads' partial weight gradients are summed in a fixed order."""
+    from patternfind.layers import conv
+
+    rng = np.random.default_rng(10)
+    x = rng.random((64, 24, 24, 1), dtype=np.float32)
+    weights = rng.standard_normal((5, 5, 1, 8)).astype(np.float32)
+    grad = rng.standard_normal((64, 20, 20, 8)).astype(np.float32)
+    assert conv._WORKERS < 2 or len(conv._blocks(conv._windows(x, conv._ConvLayer.check(
+        x, weights, 1, "valid")), 8)) >= 2 * conv._MIN_BLOCKS_PER_THREAD  # the split happens
+    first = conv.conv2d_backward(grad, x, weights)
+    for _ in range(5):
+        again = conv.conv2d_backward(grad, x, weights)
+        for a, b in zip(first, again, strict=True):
+            np.testing.assert_array_equal(a, b)

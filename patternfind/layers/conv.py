@@ -351,9 +351,8 @@ def _conv_backward(
     weight_matrix = layer.weight_matrix()
     grad_padded = np.zeros(padded.shape, dtype=padded.dtype) if input_gradient else None
     chunk = _single_thread_rows(weight_matrix)
-    partial_sums: list[NDArray[np.floating]] = []
 
-    def run(blocks: list[tuple[slice, slice]]) -> None:
+    def run(blocks: list[tuple[slice, slice]]) -> NDArray[np.floating]:
         buffer = np.empty(_block_capacity(windows, weight_matrix.shape[1]), dtype=grad.dtype)
         grad_w = np.zeros(weight_matrix.shape, dtype=grad.dtype)
         # this thread's images, whole (`_in_threads` splits at image boundaries): their
@@ -374,10 +373,10 @@ def _conv_backward(
                 tap_planes[:, first:first + chunk] = (
                     weight_matrix @ thread_grad[first:first + chunk].T)
             _col2im(tap_planes, grad_padded[first_image:first_image + count], layer)
-        partial_sums.append(grad_w)
+        return grad_w
 
     # row blocks of one image scatter-add onto overlapping input rows: keep an image in one thread
-    _in_threads(run, _blocks(windows, weight_matrix.shape[1]), whole_images=True)
+    partial_sums = _in_threads(run, _blocks(windows, weight_matrix.shape[1]), whole_images=True)
     grad_weights = np.sum(partial_sums, axis=0).reshape(layer.weights_shape)
     grad_bias = grad.reshape(-1, weight_matrix.shape[1]).sum(axis=0)
     grad_bias = grad_bias if layer.has_k else grad_bias.reshape(())
@@ -604,21 +603,22 @@ def _gather(block: NDArray[np.floating], buffer: NDArray[np.floating]) -> NDArra
 
 
 def _in_threads(run: Any, blocks: list[tuple[slice, slice]], *, whole_images: bool = False
-                ) -> None:
+                ) -> list[Any]:
     """``run(list of blocks)`` on two halves of ``blocks`` in two threads (numpy frees the GIL).
 
     With ``whole_images`` the halves split at an image boundary (or not at all).
+    Returns the results in the order of the halves, whichever thread finished first,
+    so that sums over them are the same from run to run.
     """
     half = len(blocks) // 2
     if whole_images:
         while 0 < half < len(blocks) and blocks[half][0].start == blocks[half - 1][0].start:
             half += 1
     if _WORKERS < 2 or min(half, len(blocks) - half) < _MIN_BLOCKS_PER_THREAD:
-        run(blocks)
-        return
+        return [run(blocks)]
     pending = _executor().submit(run, blocks[half:])
-    run(blocks[:half])
-    pending.result()
+    first = run(blocks[:half])
+    return [first, pending.result()]
 
 
 @functools.lru_cache(maxsize=1)
