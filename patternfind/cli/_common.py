@@ -50,8 +50,10 @@ def add_detection_options(parser: argparse.ArgumentParser) -> None:
                             "else 0.8 for ncc, 0.95 for cosine; required for dot)")
     group.add_argument("--score", choices=("ncc", "dot", "cosine"), default=None,
                        help="score kind (default: the filter's own, else ncc)")
-    group.add_argument("--scales", type=_number_pair, default=(0.5, 2.0), metavar="MIN,MAX",
-                       help="object sizes to search, as multiples of the filter size (default 0.5,2)")
+    group.add_argument("--scales", type=_number_pair, default=None, metavar="MIN,MAX",
+                       help="object sizes to search, as multiples of the filter size (default: "
+                            "the box sizes a learned filter was trained on, widened by 1.25 "
+                            "each way; else 0.5,2)")
     group.add_argument("--scale-step", type=float, default=1.1, metavar="S",
                        help="ratio between pyramid levels (default 1.1)")
     group.add_argument("--nms", type=float, default=0.3, metavar="IOU",
