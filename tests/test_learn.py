@@ -579,7 +579,7 @@ def test_folds_keep_every_group_whole_and_give_every_fold_a_positive():
 
 def test_train_detector_holds_out_whole_images(monkeypatch):
     """Every fold fit of train_detector sees no row of the images it is judged on."""
-    import patternfind.learn.selection as selection
+    from patternfind.learn import selection
 
     seen = []
     original = selection.fit_linear
@@ -608,7 +608,8 @@ def test_train_detector_holds_out_whole_images(monkeypatch):
     for fit_rows in seen:
         used = {int(s) for row, s in zip(rows, sources, strict=True) if row in fit_rows}
         unused = {int(s) for row, s in zip(rows, sources, strict=True) if row not in fit_rows}
-        assert used and unused
+        assert used
+        assert unused
         assert not used & unused  # an image is wholly in a fit, or wholly held out
 
 

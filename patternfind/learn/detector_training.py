@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from patternfind._validation import finite_float, non_negative_int, one_of, pair_of, positive_int
 from patternfind.detection.detector import detect
 from patternfind.detection.nms import box_iou
-from patternfind.detection.options import SCALE_MARGIN
+from patternfind.detection.options import SCALE_MARGIN, DetectOptions
 from patternfind.evaluation.metrics import detection_threshold, evaluate
 from patternfind.layers.features import FEATURE_KINDS, feature_cell, window_features
 from patternfind.layers.features import (
@@ -201,8 +201,8 @@ def train_detector(
                              positives + np.arange(len(labels) - positives)])
     box_scales = _box_scales(boxes, window)
     scales = (box_scales[0] / SCALE_MARGIN, box_scales[1] * SCALE_MARGIN)
-    search = {"threshold": _MINING_THRESHOLD, "scales": scales, "scale_step": scale_step,
-              "nms_iou": 0.3}
+    search = DetectOptions(threshold=_MINING_THRESHOLD, scales=scales, scale_step=scale_step,
+                           nms_iou=0.3)
 
     def as_filter(w: NDArray[np.float32], b: float) -> Filter:
         return make_filter({"w": w.copy(), "b": b, "threshold": _MINING_THRESHOLD}, feature_shape,
@@ -220,7 +220,7 @@ def train_detector(
         hard, hard_sources = [], []
         for index, key in enumerate(keys):
             image = pixels[key]
-            found = detect(image, current, **search)
+            found = detect(image, current, options=search)
             candidates = np.array([[d.x, d.y, d.w, d.h] for d in found]).reshape(-1, 4)
             if len(candidates) and boxes[key]:
                 truth = np.array([[b.x, b.y, b.w, b.h] for b in boxes[key]])
@@ -249,7 +249,7 @@ def train_detector(
     if fold_ids is None:  # one image with boxes: no image to hold out
         fit = fit_linear(X, y, groups=groups, options=mining_settings)
         fit["threshold_rule"] = "best F1 over the training images (too few images to hold out)"
-        ranked = {key: detect(image, as_filter(fit["w"], fit["b"]), **search)
+        ranked = {key: detect(image, as_filter(fit["w"], fit["b"]), options=search)
                   for key, image in pixels.items()}
         calibration = boxes
     else:
@@ -260,7 +260,7 @@ def train_detector(
         ranked = {}
         for index, key in enumerate(keys):
             w, b = validation.fits[_fold_of_image(fold_ids, sources, index)]
-            ranked[key] = detect(pixels[key], as_filter(w, b), **search)
+            ranked[key] = detect(pixels[key], as_filter(w, b), options=search)
         calibration = boxes
         fit["threshold_rule"] = (f"best F1 over detections on held-out images "
                                  f"({len(validation.fits)}-fold cross-validation by image)")

@@ -17,11 +17,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import one_of
+from patternfind.evaluation.metrics import best_f1_threshold
 from patternfind.layers.features import FEATURE_KINDS, feature_cell, window_features
 from patternfind.layers.features import (
     feature_options as complete_feature_options,  # the name is a parameter here
 )
-from patternfind.evaluation.metrics import best_f1_threshold
 from patternfind.learn.optimize import FitOptions, fit_linear
 from patternfind.learn.patches import check_labels, check_patches
 from patternfind.learn.selection import assign_folds, choose_l2
