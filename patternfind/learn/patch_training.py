@@ -22,7 +22,7 @@ from patternfind.layers.features import FEATURE_KINDS, feature_cell, window_feat
 from patternfind.layers.features import (
     feature_options as complete_feature_options,  # the name is a parameter here
 )
-from patternfind.learn.optimize import FitOptions, fit_linear
+from patternfind.learn.optimize import L2_GRID, FitOptions, fit_linear
 from patternfind.learn.patches import check_labels, check_patches
 from patternfind.learn.selection import assign_folds, choose_l2
 from patternfind.structures import Filter
@@ -125,7 +125,8 @@ def check_groups(groups: Any, count: int) -> NDArray[np.intp]:
 
 def fit_with_selection(X: NDArray[np.float32], y: NDArray[np.float32], *,
                        groups: NDArray[np.intp], options: FitOptions,
-                       fold_ids: NDArray[np.intp] | None = None) -> dict[str, Any]:
+                       fold_ids: NDArray[np.intp] | None = None,
+                       grid: tuple[float, ...] = L2_GRID) -> dict[str, Any]:
     """`fit_linear`, with ``l2="auto"`` resolved by cross-validation first.
 
     With ``l2="auto"`` the folds (default: whole ``groups`` dealt by
@@ -141,7 +142,7 @@ def fit_with_selection(X: NDArray[np.float32], y: NDArray[np.float32], *,
         return fit
     if fold_ids is None:
         fold_ids = assign_folds(groups, y, options.folds, np.random.default_rng(options.seed))
-    chosen, record = choose_l2(X, y, fold_ids, groups=groups, options=options)
+    chosen, record = choose_l2(X, y, fold_ids, groups=groups, options=options, grid=grid)
     if options.progress is True:
         sys.stderr.write(f"l2 = {chosen.l2:g} chosen by {record['folds']}-fold cross-validation "
                          f"(held-out AP {chosen.ap:.3f})\n")

@@ -7,9 +7,9 @@ sample it was fitted to.
 
 `cross_validate` fits one filter per fold (with `fit_linear`) and scores the
 held-out rows; `choose_l2` runs it for every strength in `L2_GRID` and keeps
-the one with the lowest mean held-out loss (the logistic loss is a proper
-scoring rule, and on a few dozen held-out samples it separates strengths that
-the held-out AP, often 1.0 for several, cannot). The held-out scores also give
+the one with the lowest mean held-out loss (the logistic loss is a proper scoring rule, and on a few dozen
+held-out samples it separates strengths that the held-out AP, often 1.0 for
+several, cannot). The held-out scores also give
 a threshold that was not set on rows the filter was fitted to.
 """
 
@@ -43,6 +43,8 @@ class CrossValidation:
         Mean over folds of the held-out average precision.
     loss : float
         Mean over folds of the held-out mean loss (without the penalty).
+    loss_error : float
+        Standard error of that mean (standard deviation over folds / √folds).
     """
 
     l2: float
@@ -50,6 +52,7 @@ class CrossValidation:
     fits: list[tuple[NDArray[np.float32], float]]
     ap: float
     loss: float
+    loss_error: float
 
 
 def assign_folds(groups: NDArray[np.integer], y: NDArray[np.floating], folds: int,
@@ -126,13 +129,19 @@ def cross_validate(X: NDArray[np.floating], y: NDArray[np.floating], fold_ids: N
         scores[held_out] = X[held_out] @ w + np.float32(b)
         aps.append(ranking_ap(scores[held_out], y[held_out] > 0))
         losses.append(float(loss_forward(y[held_out] * scores[held_out], loss=options.loss)[0].mean()))
-    return CrossValidation(float(options.l2), scores, fits, float(np.mean(aps)), float(np.mean(losses)))
+    error = float(np.std(losses, ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else 0.0
+    return CrossValidation(float(options.l2), scores, fits, float(np.mean(aps)),
+                           float(np.mean(losses)), error)
 
 
 def choose_l2(X: NDArray[np.floating], y: NDArray[np.floating], fold_ids: NDArray[np.integer], *,
               groups: NDArray[np.integer], options: FitOptions,
               grid: tuple[float, ...] = L2_GRID) -> tuple[CrossValidation, dict[str, Any]]:
-    """The L2 strength of ``grid`` with the lowest cross-validated loss.
+    """The L2 strength of ``grid`` with the lowest mean held-out loss.
+
+    (The one-standard-error rule, the largest strength within one standard
+    error of the lowest loss, was tried: on lfw_subset it lowered the 5-fold
+    AUC from 0.987-0.991 to 0.959-0.986.)
 
     Returns
     -------
