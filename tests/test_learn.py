@@ -680,10 +680,14 @@ def test_auto_l2_beats_the_old_fixed_default_on_lfw():
 
 
 @pytest.mark.slow
-def test_threshold_from_held_out_images_varies_less_across_seeds_than_the_training_f1():
-    """On the composite face set: the old rule (best F1 of the final filter on its own
-    training scenes, which it fits almost perfectly) swings with the seed; the cut
-    calibrated on held-out scenes swings less."""
+def test_threshold_spread_across_seeds_is_smaller_than_with_the_old_defaults():
+    """On the composite face set (train.csv), three seeds each.
+
+    Before: l2 = 1e-3 and a 48-px window, the threshold the best F1 of the final
+    filter on its own training scenes, which it fits almost perfectly (the old
+    defaults, given explicitly). Now: the defaults, the threshold calibrated on
+    held-out scenes of the folds.
+    """
     from patternfind.detection.detector import detect
     from patternfind.evaluation.annotations import load_annotations
     from patternfind.evaluation.metrics import detection_threshold
@@ -692,11 +696,13 @@ def test_threshold_from_held_out_images_varies_less_across_seeds_than_the_traini
     folder = Path(__file__).parents[1] / "samples" / "faces"
     boxes = load_annotations(folder / "train.csv")
     images = {key: as_image(folder / key) for key in boxes}
-    held_out, on_training = [], []
+    now, before = [], []
     for seed in (0, 1, 2):
-        fitted = train_detector(images, boxes, seed=seed)
-        held_out.append(fitted.threshold)
-        ranked = {key: detect(image, fitted, threshold=-1.0, nms_iou=0.3)
+        now.append(train_detector(images, boxes, seed=seed).threshold)
+        old = train_detector(images, boxes, seed=seed, l2=1e-3, window=(48, 48))
+        assert old.window == (48, 48)
+        assert old.meta["options"]["l2"] == 1e-3
+        ranked = {key: detect(image, old, threshold=-1.0, nms_iou=0.3)
                   for key, image in images.items()}
-        on_training.append(detection_threshold(ranked, boxes)[0])
-    assert np.ptp(held_out) < np.ptp(on_training)
+        before.append(detection_threshold(ranked, boxes)[0])
+    assert np.ptp(now) < 0.75 * np.ptp(before)
