@@ -253,9 +253,10 @@ def train_detector(
 
     # Folds of whole images: l2 (if "auto") and the threshold are judged on unseen images.
     fold_ids = _image_folds(sources, y, fit_settings)
-    if fold_ids is None:  # one image with boxes: no image to hold out
-        fit = fit_linear(X, y, groups=groups, options=mining_settings)
-        fit["threshold_rule"] = "best F1 over the training images (too few images to hold out)"
+    if fold_ids is None:  # one image with boxes: no image to hold out; folds of boxes for l2
+        fit = fit_with_selection(X, y, groups=groups, options=fit_settings, grid=DETECTOR_L2_GRID)
+        fit.pop("cross_validation", None)
+        fit["threshold_rule"] = "best F1 over the training image (a single image: none to hold out)"
         ranked = {key: detect(image, as_filter(fit["w"], fit["b"]), options=search)
                   for key, image in pixels.items()}
         calibration = boxes
