@@ -23,6 +23,21 @@ from patternfind.io import IMAGE_SUFFIXES, load_image
 from patternfind.pixels import prepare_image, to_float_image, to_grey
 from patternfind.structures import Box
 
+__all__ = [
+    "NEGATIVE_IOU",
+    "annotated_patches",
+    "as_image",
+    "check_boxes",
+    "check_labels",
+    "check_patches",
+    "crop_window",
+    "image_files",
+    "patches_from_annotations",
+    "patches_from_arrays",
+    "patches_from_folders",
+    "sample_negative_boxes",
+]
+
 #: Negatives overlap every box by less than this IoU.
 NEGATIVE_IOU = 0.3
 
