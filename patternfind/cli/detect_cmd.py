@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from patternfind import io
 from patternfind.cli._common import (
     Parser,
     UsageError,
@@ -19,8 +18,11 @@ from patternfind.cli._common import (
     add_version,
     detection_options,
 )
-from patternfind.detection.detector import load_filters, scan
-from patternfind.show.draw import draw_detections, heatmap
+
+__all__ = ["COMMANDS", "build_parser", "run"]
+
+# The library (numpy, OpenCV, SciPy) is imported inside the functions that use
+# it, so that building this parser (`patternfind --help`) stays instant.
 
 EXAMPLES = """\
 examples:
@@ -72,6 +74,10 @@ def build_parser() -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from patternfind import io
+    from patternfind.detection.detector import load_filters, scan
+    from patternfind.show.draw import draw_detections, heatmap
+
     filters = load_filters(args.filters)
     options = detection_options(args)
     for flag in ("draw", "heatmap"):
@@ -103,12 +109,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_picture_target(target: Path | None, flag: str, image_count: int) -> None:
+    from patternfind.io import IMAGE_SUFFIXES
+
     if target is None:
         return
     if image_count > 1 and not target.is_dir():
         msg = f"--{flag} must be an existing folder when several images are given, got {target}"
         raise UsageError(msg)
-    if image_count == 1 and target.suffix.lower() not in io.IMAGE_SUFFIXES and not target.is_dir():
+    if image_count == 1 and target.suffix.lower() not in IMAGE_SUFFIXES and not target.is_dir():
         msg = f"--{flag} needs an image file name such as out.png, got {target}"
         raise UsageError(msg)
 
@@ -151,6 +159,8 @@ def _clip(text: str, width: int) -> str:
 
 def _coco(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """COCO results (image_id, category_id, bbox, score); the id mapping goes beside it."""
+    from patternfind.io import write_text
+
     image_ids = {path: index for index, path in enumerate(args.images, start=1)}
     labels = sorted(set(args.filter_names) | {row["label"] for row in rows})
     category_ids = {label: index for index, label in enumerate(labels, start=1)}
@@ -169,7 +179,7 @@ def _coco(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     }
     if args.output is not None:
         mapping_path = args.output.with_name(args.output.stem + ".mapping.json")
-        io.write_text(mapping_path, json.dumps(mapping, indent=2) + "\n")
+        write_text(mapping_path, json.dumps(mapping, indent=2) + "\n")
         print(f"image and category ids: {mapping_path}", file=sys.stderr)
     else:
         print(f"# id mapping: {json.dumps(mapping)}", file=sys.stderr)
@@ -177,10 +187,12 @@ def _coco(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
 
 
 def _write(text: str, output: Path | None) -> None:
+    from patternfind.io import write_text
+
     if output is None:
         sys.stdout.write(text)
     else:
-        io.write_text(output, text)
+        write_text(output, text)
 
 
 def _summary(rows: list[dict[str, Any]], image_count: int, elapsed: float,

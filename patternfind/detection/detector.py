@@ -29,8 +29,11 @@ from patternfind.detection.scores import (
     match_channels,
     score_pixels,
 )
+from patternfind.layers.features import feature_map
 from patternfind.pixels import prepare_image, to_grey
 from patternfind.structures import SCORE_KINDS, Detection, Filter
+
+__all__ = ["CONTAINED_FRACTION", "LevelMap", "detect", "load_filters", "operating_point", "scan"]
 
 #: A box with more than this fraction of its area inside a better box is a
 #: duplicate: a template matches parts of its own copy at smaller scales.
@@ -346,8 +349,6 @@ def _feature_maps(
     for plan in plans:
         filter_ = plan.filter
         if filter_.features != "pixels" and _feature_key(filter_) not in maps:
-            from patternfind.layers.features import feature_map
-
             maps[_feature_key(filter_)] = feature_map(
                 level, kind=filter_.features, options=filter_.feature_options
             )

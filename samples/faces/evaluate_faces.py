@@ -33,15 +33,20 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from patternfind.detection.detector import detect
-from patternfind.evaluation.annotations import load_annotations
-from patternfind.evaluation.comparison import compare
-from patternfind.evaluation.metrics import detection_threshold, evaluate
-from patternfind.layers.features import window_features
-from patternfind.learn import train_detector, train_filter
+from patternfind import (
+    Filter,
+    box_iou,
+    compare,
+    detect,
+    evaluate,
+    load_annotations,
+    train_detector,
+    train_filter,
+)
+from patternfind.evaluation import detection_threshold
+from patternfind.layers import window_features
 from patternfind.learn.patches import as_image, crop_window
-from patternfind.show.plot import write_report
-from patternfind.structures import Filter
+from patternfind.show import write_report
 
 HERE = Path(__file__).resolve().parent
 SEEDS = (0, 1, 2)
@@ -98,8 +103,6 @@ def lfw_auc(seed):
 
 
 def astronaut_rank(filter_):
-    from patternfind.detection.nms import box_iou
-
     found = detect(as_image(HERE.parent / "astronaut.png", color=True), filter_, threshold=-3)
     overlaps = box_iou(np.array([[d.x, d.y, d.w, d.h] for d in found]), np.array([ASTRONAUT_FACE]))
     hits = np.flatnonzero(overlaps[:, 0] >= 0.3)
