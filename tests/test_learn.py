@@ -352,7 +352,9 @@ def test_diverging_learning_rate_says_so():
         ({"loss": "squared"}, "`loss` must be one of"),
         ({"optimizer": "lbfgs"}, "`optimizer` must be one of"),
         ({"features": "sift"}, "`features` must be one of"),
-        ({"l2": -1.0}, r"`l2` must be ≥ 0, got -1.0"),
+        ({"l2": -1.0}, r"`l2` must be ≥ 0 or 'auto', got -1.0"),
+        ({"l2": "much"}, r"`l2` must be a number ≥ 0 or 'auto', got 'much'"),
+        ({"folds": 1}, r"`folds` must be at least 2, got 1"),
         ({"lr": 0.0}, "`lr` must be positive"),
         ({"val_fraction": 1.0}, r"`val_fraction` must be in \[0, 1\)"),
         ({"feature_options": {"cells": 4}}, "unknown"),
@@ -379,7 +381,9 @@ def test_too_few_samples_for_the_validation_split():
     labels[:] = False
     labels[0] = True
     with pytest.raises(ValueError, match="no positive sample"):
-        train_filter(patches, labels, progress=False)
+        train_filter(patches, labels, progress=False, l2=1e-3)
+    with pytest.raises(ValueError, match="cross-validation needs at least 2 groups"):
+        train_filter(patches, labels, progress=False)  # l2="auto"
 
 
 # ---------------------------------------------------------------- patches and train_detector

@@ -261,8 +261,10 @@ def train_detector(
                   for key, image in pixels.items()}
         calibration = boxes
     else:
+        # refit_all=False: the final filter is fitted like the fold filters whose held-out
+        # detections set its threshold, so that its scores are on their scale
         fit = fit_with_selection(X, y, groups=groups, options=fit_settings, fold_ids=fold_ids,
-                                 grid=DETECTOR_L2_GRID)
+                                 grid=DETECTOR_L2_GRID, refit_all=False)
         validation = fit.pop("cross_validation", None)
         if validation is None:
             validation = cross_validate(X, y, fold_ids, groups=groups, options=fit_settings)

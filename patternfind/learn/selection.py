@@ -45,6 +45,8 @@ class CrossValidation:
         Mean over folds of the held-out mean loss (without the penalty).
     loss_error : float
         Standard error of that mean (standard deviation over folds / √folds).
+    best_epochs : list of int
+        The epoch each fold's early stopping kept.
     """
 
     l2: float
@@ -53,6 +55,7 @@ class CrossValidation:
     ap: float
     loss: float
     loss_error: float
+    best_epochs: list[int]
 
 
 def assign_folds(groups: NDArray[np.integer], y: NDArray[np.floating], folds: int,
@@ -120,18 +123,19 @@ def cross_validate(X: NDArray[np.floating], y: NDArray[np.floating], fold_ids: N
     y = np.asarray(y, dtype=np.float32)
     options = dataclasses.replace(options, progress=False)
     scores = np.zeros(len(y), dtype=np.float32)
-    fits, aps, losses = [], [], []
+    fits, aps, losses, best_epochs = [], [], [], []
     for fold in np.unique(fold_ids):
         held_out = fold_ids == fold
         fit = fit_linear(X[~held_out], y[~held_out], groups=groups[~held_out], options=options)
         w, b = fit["w"], float(fit["b"])
         fits.append((w, b))
+        best_epochs.append(int(fit["best_epoch"]))
         scores[held_out] = X[held_out] @ w + np.float32(b)
         aps.append(ranking_ap(scores[held_out], y[held_out] > 0))
         losses.append(float(loss_forward(y[held_out] * scores[held_out], loss=options.loss)[0].mean()))
     error = float(np.std(losses, ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else 0.0
     return CrossValidation(float(options.l2), scores, fits, float(np.mean(aps)),
-                           float(np.mean(losses)), error)
+                           float(np.mean(losses)), error, best_epochs)
 
 
 def choose_l2(X: NDArray[np.floating], y: NDArray[np.floating], fold_ids: NDArray[np.integer], *,
