@@ -15,8 +15,13 @@ from patternfind.cli._common import (
     Parser,
     UsageError,
     add_detection_options,
+    add_max_pixels,
     add_version,
+    check_distinct,
+    check_output_file,
+    check_output_folder,
     detection_options,
+    output_names,
 )
 
 __all__ = ["COMMANDS", "build_parser", "run"]
@@ -27,9 +32,18 @@ __all__ = ["COMMANDS", "build_parser", "run"]
 EXAMPLES = """\
 examples:
   patternfind samples/astronaut.png --filter samples/eye.npy
-  patternfind photo.jpg --filter eye.npy --filter mouth.npz --threshold 0.6 --draw boxes.png
-  patternfind a.png b.png --filter part.npy --format json --output found.json
-  patternfind photo.png --filter eye.npy --scales 1,1 --heatmap heat.png
+  patternfind samples/astronaut.png --filter samples/eye.npy \\
+      --filter samples/eye_handmade.npy --threshold 0.6 --draw boxes.png
+  patternfind samples/coins/top_left.png samples/coins/bottom.png \\
+      --filter samples/coins/coin.npz --format json --output found.json
+  patternfind samples/coins/top_left.png samples/coins/bottom.png \\
+      --filter samples/coins/coin.npz --draw drawn/     # a folder: one picture per image
+  patternfind samples/astronaut.png --filter samples/eye.npy --scales 1,1 --heatmap heat.png
+
+Outputs never replace an input file, and their folders are checked before
+the search starts. Images over 179 megapixels are refused before decoding
+(--max-pixels N raises the limit). Add --debug to see the traceback of an
+unexpected error.
 
 sub-commands (each has its own --help):
   patternfind make-filter KIND --size N -o FILE     hand-crafted filter (eye, blob, edge, ...)
@@ -40,6 +54,9 @@ sub-commands (each has its own --help):
 """
 
 FIELDS = ("image", "label", "x", "y", "w", "h", "score", "scale")
+#: With a rotation search (``--angles``) rows also have the angle and the turned box's corners.
+CORNER_FIELDS = ("x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4")
+ROTATED_FIELDS = (*FIELDS, "angle", *CORNER_FIELDS)
 
 
 def build_parser() -> Parser:
@@ -65,11 +82,13 @@ def build_parser() -> Parser:
     output.add_argument("--format", choices=("table", "json", "csv", "coco"), default="table")
     output.add_argument("--output", "-o", type=Path, metavar="FILE",
                         help="write the results here instead of stdout")
-    output.add_argument("--draw", type=Path, metavar="OUT.png",
-                        help="write the image with boxes (a folder when several images)")
-    output.add_argument("--heatmap", type=Path, metavar="OUT.png",
-                        help="write the best score per pixel, colour-mapped "
-                             "(a folder when several images)")
+    output.add_argument("--draw", type=Path, metavar="OUT.png|DIR",
+                        help="write the image with boxes: OUT.png for one image, or a folder "
+                             "(created if missing) of one picture per image")
+    output.add_argument("--heatmap", type=Path, metavar="OUT.png|DIR",
+                        help="write the best score per pixel, colour-mapped: OUT.png for one "
+                             "image, or a folder (created if missing)")
+    add_max_pixels(parser)
     return parser
 
 
@@ -78,27 +97,34 @@ def run(args: argparse.Namespace) -> int:
     from patternfind.detection.detector import load_filters, scan
     from patternfind.show.draw import draw_detections, heatmap
 
+    inputs = [*args.images, *args.filters]
+    draw_paths = _picture_targets(args.draw, "draw", args.images, "detections", inputs)
+    heatmap_paths = _picture_targets(args.heatmap, "heatmap", args.images, "heatmap", inputs)
+    if args.output is not None:
+        check_output_file(args.output, "--output", inputs)
+        if args.format == "coco":
+            check_output_file(_mapping_path(args.output), "--output (its id mapping)", inputs)
+    check_distinct([*(draw_paths or []), *(heatmap_paths or []), args.output,
+                    _mapping_path(args.output) if args.output and args.format == "coco" else None])
     filters = load_filters(args.filters)
     options = detection_options(args)
-    for flag in ("draw", "heatmap"):
-        _check_picture_target(getattr(args, flag), flag, len(args.images))
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    for image_path in args.images:
+    for index, image_path in enumerate(args.images):
         image = io.load_image(image_path)
         detections, level_maps = scan(
             image, filters, **options, subpixel=args.subpixel, per_label=args.per_label,
             workers=args.workers, keep_maps=args.heatmap is not None,
         )
-        rows.extend({"image": image_path, **d.to_dict()} for d in detections)
-        if args.draw is not None:
-            io.save_image(_picture_path(args.draw, image_path, "detections"),
-                          draw_detections(image, detections))
-        if args.heatmap is not None:
+        rows.extend(_row(image_path, d, rotated=args.angles is not None) for d in detections)
+        if draw_paths is not None:
+            _save_picture(draw_paths[index], draw_detections(image, detections))
+        if heatmap_paths is not None:
             normalised = all((args.score or f.score or "ncc") != "dot" for f in filters) and all(
                 f.features == "pixels" for f in filters)
             picture = heatmap(image.shape, level_maps, value_range=(-1, 1) if normalised else None)
-            io.save_image(_picture_path(args.heatmap, image_path, "heatmap"), picture)
+            _save_picture(heatmap_paths[index], picture)
+        del image, level_maps  # one image in memory at a time
     elapsed = time.perf_counter() - started
     args.filter_names = [f.name for f in filters]
     _write(_format(rows, args.format, args), args.output)
@@ -108,21 +134,55 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_picture_target(target: Path | None, flag: str, image_count: int) -> None:
-    from patternfind.io import IMAGE_SUFFIXES
+def _row(image_path: str, detection: Any, *, rotated: bool) -> dict[str, Any]:
+    """One output row; the angle and corners only with a rotation search."""
+    row = {"image": image_path, **detection.to_dict()}
+    if not rotated:
+        row.pop("angle")
+        return row
+    row["corners"] = [list(corner) for corner in detection.corners]
+    return row
+
+
+def _picture_targets(target: Path | None, flag: str, images: list[str], kind: str,
+                     inputs: list[str]) -> list[Path] | None:
+    """Where ``--draw``/``--heatmap`` write each image's picture, checked before any work.
+
+    A name with an image suffix is one file (one image only); an existing
+    folder or a name without a suffix is a folder, created if missing (as
+    ``evaluate --draw`` does), holding one distinctly named picture per image.
+    """
+    from patternfind import io
 
     if target is None:
-        return
-    if image_count > 1 and not target.is_dir():
-        msg = f"--{flag} must be an existing folder when several images are given, got {target}"
+        return None
+    if target.suffix and target.suffix.lower() not in io.IMAGE_SUFFIXES and not target.is_dir():
+        msg = f"--{flag} needs an image file name such as out.png, or a folder, got {target}"
         raise UsageError(msg)
-    if image_count == 1 and target.suffix.lower() not in IMAGE_SUFFIXES and not target.is_dir():
-        msg = f"--{flag} needs an image file name such as out.png, got {target}"
-        raise UsageError(msg)
+    if target.suffix.lower() in io.IMAGE_SUFFIXES and not target.is_dir():
+        if len(images) > 1:
+            msg = (f"--{flag} {target} is one image file, but {len(images)} images are given: "
+                   "give a folder (it is created if missing)")
+            raise UsageError(msg)
+        check_output_file(target, f"--{flag}", inputs)
+        return [target]
+    check_output_folder(target, f"--{flag}")
+    paths = [target / name for name in output_names(images, f"_{kind}.png")]
+    for path in paths:
+        check_output_file(path, f"--{flag}", inputs, check_folder=False)
+    return paths
 
 
-def _picture_path(target: Path, image_path: str, kind: str) -> Path:
-    return target / f"{Path(image_path).stem}_{kind}.png" if target.is_dir() else target
+def _save_picture(path: Path, picture: Any) -> None:
+    from patternfind import io
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io.save_image(path, picture)
+
+
+def _mapping_path(output: Path) -> Path:
+    """The COCO id mapping written beside ``--output``."""
+    return output.with_name(output.stem + ".mapping.json")
 
 
 def _format(rows: list[dict[str, Any]], kind: str, args: argparse.Namespace) -> str:
@@ -130,9 +190,16 @@ def _format(rows: list[dict[str, Any]], kind: str, args: argparse.Namespace) -> 
         return json.dumps(rows, indent=2) + "\n"
     if kind == "csv":
         buffer = text_io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+        rotated = args.angles is not None
+        writer = csv.DictWriter(buffer, fieldnames=ROTATED_FIELDS if rotated else FIELDS,
+                                lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        for row in rows:
+            flat = {key: value for key, value in row.items() if key != "corners"}
+            if rotated:
+                flat.update(zip(CORNER_FIELDS, (v for corner in row["corners"] for v in corner),
+                                strict=True))
+            writer.writerow(flat)
         return buffer.getvalue()
     if kind == "coco":
         return _coco(rows, args)
@@ -142,13 +209,15 @@ def _format(rows: list[dict[str, Any]], kind: str, args: argparse.Namespace) -> 
 def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
+    rotated = "angle" in rows[0]
     header = f"{'image':<24} {'label':<14} {'x':>8} {'y':>8} {'w':>7} {'h':>7} {'score':>7} {'scale':>6}"
-    lines = [header]
+    lines = [header + (f" {'angle':>7}" if rotated else "")]
     for row in rows:
         lines.append(
             f"{_clip(str(row['image']), 24):<24} {_clip(row['label'], 14):<14} "
             f"{row['x']:8.1f} {row['y']:8.1f} {row['w']:7.1f} {row['h']:7.1f} "
             f"{row['score']:7.3f} {row['scale']:6.2f}"
+            + (f" {row['angle']:7.2f}" if rotated else "")
         )
     return "\n".join(lines) + "\n"
 
@@ -178,7 +247,7 @@ def _coco(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "categories": [{"id": i, "name": name} for name, i in category_ids.items()],
     }
     if args.output is not None:
-        mapping_path = args.output.with_name(args.output.stem + ".mapping.json")
+        mapping_path = _mapping_path(args.output)
         write_text(mapping_path, json.dumps(mapping, indent=2) + "\n")
         print(f"image and category ids: {mapping_path}", file=sys.stderr)
     else:
