@@ -1,0 +1,11 @@
+"""Batch runs: many images, streamed output, resume, local processes or a Dask cluster.
+
+`expand_inputs` turns files, folders, patterns and list files into image paths,
+`detect_many` searches them in parallel, and `patternfind.batch.outputs` writes
+results as they come. This stage sits above detection and below the CLI.
+"""
+
+from patternfind.batch.engine import ImageResult, available_cores, detect_many
+from patternfind.batch.inputs import ExpandedInputs, expand_inputs
+
+__all__ = ["ExpandedInputs", "ImageResult", "available_cores", "detect_many", "expand_inputs"]
