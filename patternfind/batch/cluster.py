@@ -55,7 +55,7 @@ def dask_client(scheduler: str, *, workers: int | None = None,
                     "distributed.worker.profile.enabled": False}
         with dask.config.set(settings), LocalCluster(
                 n_workers=count, threads_per_worker=1, processes=True,
-                dashboard_address=None) as cluster, Client(cluster) as client:
+                dashboard_address=":0") as cluster, Client(cluster) as client:
             yield client
         return
     try:

@@ -247,7 +247,10 @@ def _read(task: _Task) -> NDArray[Any]:
         with tempfile.TemporaryDirectory(prefix="patternfind-") as folder:
             path = Path(folder) / f"image{suffix}"
             path.write_bytes(source)
-            return io.load_image(path)
+            try:
+                return io.load_image(path)
+            except (ValueError, OSError) as error:  # name the user's file, not the copy
+                raise type(error)(str(error).replace(str(path), task.name)) from None
     return source
 
 
@@ -337,7 +340,9 @@ def _on_dask(tasks: Iterator[_Task], filters: list[Filter], options: DetectOptio
     if options.workers is None:
         options = replace(options, workers=1)
     workers = max(1, sum(client.nthreads().values()))
-    shared_filters = client.scatter(filters, broadcast=True)
+    # hash=False: a key of its own per run, so that one run releasing its copy
+    # cannot drop the filters another run of the same filters still uses
+    shared_filters = client.scatter(filters, broadcast=True, hash=False)
     in_flight = workers * _IN_FLIGHT_PER_WORKER
 
     def submit(chunk: list[_Task]) -> Any:

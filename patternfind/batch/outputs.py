@@ -13,8 +13,8 @@ Every format is written while the run goes on, so memory stays flat:
   interrupted run leaves no half-written file.
 
 `completed_images` reads a jsonl or csv output back for ``--resume``: it drops
-a partial last line (and, for csv, every row of the image it belonged to) and
-returns the images already on record.
+a partial last line (and, for csv, every row of the last image, which may be
+incomplete) and returns the images already on record.
 """
 
 from __future__ import annotations
@@ -184,8 +184,9 @@ def completed_images(output: Path, kind: str) -> set[str]:
     """The images an earlier run of ``kind`` (jsonl or csv) recorded in ``output``.
 
     A partial last line, left by a killed run, is cut off the file first; for
-    csv, so are the other rows of the image it belonged to, so that the
-    image is done again in full.
+    csv, every row of the last image is, since a csv image spans several
+    lines and its rows may be cut between two of them. That image is then
+    done again in full.
 
     Raises
     ------
@@ -232,10 +233,9 @@ def _csv_records(output: Path, data: bytes) -> tuple[int, set[str]]:
         raise ValueError(msg)
     lines = data[len(header):].split(b"\n")  # the last piece is b"" or a partial line
     names = [_first_field(line) for line in lines[:-1]]
-    if not lines[-1]:
-        return len(data), set(names)
-    # A killed run was writing the last image's rows: drop them all, and the rows
-    # of the image before (it may be that same image), so they are done again.
+    # The last image's rows may be incomplete even when the file ends with a
+    # newline (a write cut between two of its rows): drop them all, always, and
+    # redo that one image. Its rows are the trailing run of its name.
     dropped = names[-1] if names else None
     while names and names[-1] == dropped:
         names.pop()

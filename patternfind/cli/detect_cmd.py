@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -136,9 +138,11 @@ def run(args: argparse.Namespace) -> int:
     show_progress = not args.quiet and (args.progress or sys.stderr.isatty())
     started = time.perf_counter()
     counts = {"done": 0, "failed": 0, "detections": 0}
-    with contextlib.suppress(_StoppedAtFailure), _cluster(args) as client, open_results(
+    # The output opens first: a folder that is missing fails before any work starts.
+    with contextlib.suppress(_StoppedAtFailure), open_results(
             args.format, args.output, images=inputs.paths,
-            filter_names=[f.name for f in filters], resume=args.resume) as writer:
+            filter_names=[f.name for f in filters], resume=args.resume) as writer, \
+            _cluster(args) as client, _terminate_as_interrupt():
         results = detect_many(todo, filters, options=options, jobs=jobs, client=client,
                               progress=show_progress, send_bytes=args.send_bytes,
                               pictures=_pictures(args, len(inputs.paths)))
@@ -195,6 +199,23 @@ def _cluster(args: argparse.Namespace) -> Iterator[Any]:
             yield client
     except ImportError as error:
         raise UsageError(str(error)) from None
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C, so that workers stop and no temporary file is left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _pictures(args: argparse.Namespace, image_count: int
