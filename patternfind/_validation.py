@@ -12,6 +12,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+__all__ = [
+    "as_float_array", "check_finite", "finite_float", "flag", "non_negative_int", "one_of",
+    "pair_of", "positive_int",
+]
+
 
 def as_float_array(
     value: Any, name: str, *, dtype: Any = None, finite: bool = True

@@ -22,6 +22,11 @@ from numpy.typing import NDArray
 from patternfind.pixels import to_float_image
 from patternfind.structures import FILTER_FORMAT_VERSION, Filter
 
+__all__ = [
+    "IMAGE_SUFFIXES", "atomic_write", "load_filter", "load_image", "save_filter", "save_image",
+    "write_text",
+]
+
 
 def _current_umask() -> int:
     mask = os.umask(0)

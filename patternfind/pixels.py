@@ -2,8 +2,9 @@
 
 Every stage sees pixels the same way: values scaled to [0, 1] as float32
 (`to_float_image`), alpha dropped (`prepare_image`), OpenCV's luma for grey
-(`to_grey`), and uint8 RGB for drawing (`as_rgb8`). This module reads no file
-and imports nothing from patternfind but argument checks.
+(`to_grey`), grey repeated for colour (`to_rgb`), and uint8 RGB for drawing
+(`as_rgb8`). This module reads no file and imports nothing from patternfind but
+argument checks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from numpy.typing import NDArray
 
 from patternfind._validation import check_finite
 
-__all__ = ["as_rgb8", "prepare_image", "to_float_image", "to_grey"]
+__all__ = ["as_rgb8", "prepare_image", "to_float_image", "to_grey", "to_rgb"]
 
 
 def to_float_image(image: Any, name: str = "image") -> NDArray[np.float32]:
@@ -87,9 +88,14 @@ def to_grey(image: NDArray[np.float32]) -> NDArray[np.float32]:
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
+def to_rgb(image: NDArray[np.float32]) -> NDArray[np.float32]:
+    """An (H, W) grey image repeated into (H, W, 3); RGB passes through."""
+    if image.ndim == 3:
+        return image
+    return np.repeat(image[..., None], 3, axis=2)
+
+
 def as_rgb8(image: Any) -> NDArray[np.uint8]:
     """A uint8 RGB copy of a grey, RGB or RGBA image of any supported dtype."""
-    pixels = prepare_image(image)
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    pixels = to_rgb(prepare_image(image))
     return np.clip(pixels * 255 + 0.5, 0, 255).astype(np.uint8)

@@ -24,6 +24,8 @@ from patternfind._validation import (
 )
 from patternfind.pixels import to_float_image
 
+__all__ = ["FEATURE_KINDS", "FILTER_FORMAT_VERSION", "SCORE_KINDS", "Box", "Detection", "Filter"]
+
 #: Version of the ``.npz`` filter format written by `Filter.save`.
 FILTER_FORMAT_VERSION = 1
 

@@ -435,3 +435,10 @@ def test_readme_many_images_commands_run_as_written(tmp_path):
         assert len(records) == 24
         assert all(len(record["detections"]) == 2 for record in records.values())
         assert len((tmp_path / "found.jsonl").read_text().splitlines()) == 24
+
+
+def test_the_cli_offers_every_output_format():
+    from patternfind.batch.outputs import FORMATS
+    from patternfind.cli import detect_cmd
+
+    assert detect_cmd.FORMATS == FORMATS

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -14,6 +17,7 @@ from patternfind.cli import main
 from patternfind.evaluation.annotations import save_annotations
 from patternfind.evaluation.comparison import compare
 from patternfind.io import load_image, save_image
+from patternfind.show.plot import COLORS
 from patternfind.structures import Box, Filter
 
 COINS = Path(__file__).resolve().parent.parent / "samples" / "coins"
@@ -151,6 +155,7 @@ def test_evaluate_draw_uses_three_colours(planted, tmp_path, capsys):
     assert tuple(drawn[70, 88]) == (30, 110, 255)
 
 
+@pytest.mark.slow
 def test_compare_table_and_reports(planted, tmp_path, capsys):
     for suffix in ("png", "html"):
         report = tmp_path / f"report.{suffix}"
@@ -159,15 +164,32 @@ def test_compare_table_and_reports(planted, tmp_path, capsys):
                        "--filter", str(planted / "inverted.npz"),
                        "--threshold", "0.8", "--scales", "1,1", "--report", str(report)])
         assert status == 0
-        assert report.stat().st_size > 10_000
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split() == ["filter", "kind", "P", "R", "F1", "AP", "TP", "FP", "FN", "ms/image"]
     assert lines[1].split()[:9] == ["square", "fixed", "1.000", "0.750", "0.857", "0.750", "3", "0", "1"]
     assert lines[2].split()[:2] == ["inverted", "learned"]
-    assert load_image(tmp_path / "report.png").ndim == 3
+    picture = load_image(tmp_path / "report.png")[..., :3]
+    height, width = picture.shape[:2]
+    assert 400 < height < 4000
+    assert 400 < width < 4000
+    # the example image's boxes are drawn in the outcome colours: a found box, a missed one
+    for name in ("true_positive", "missed"):
+        near = np.abs(picture.astype(int) - COLORS[name]).max(axis=2) <= 30
+        assert near.sum() > 20, name
     page = (tmp_path / "report.html").read_text()
-    assert "data:image/png;base64," in page
+    # the HTML table carries the same numbers as the printed one
+    rows = re.findall(r"<tr>(.*?)</tr>", page)
+    cells = [re.findall(r"<t[dh]>(.*?)</t[dh]>", row) for row in rows]
+    assert cells[0][:6] == ["filter", "kind", "P", "R", "F1", "AP"]
+    assert cells[1][:7] == [*lines[1].split()[:6], "3/0/1"]  # TP/FP/FN in one cell
+    assert cells[2][:2] == ["inverted", "learned"]
+    # and the same picture as the PNG report, embedded
+    embedded = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    assert embedded is not None
+    decoded = cv2.imdecode(np.frombuffer(base64.b64decode(embedded.group(1)), np.uint8),
+                           cv2.IMREAD_COLOR)
+    assert decoded.shape[:2] == (height, width)
     assert "<td>square</td><td>fixed</td><td>1.000</td>" in page
 
 
@@ -223,6 +245,7 @@ def test_help_ends_with_examples(capsys):
 # ---------------------------------------------------------------- the README's commands
 
 
+@pytest.mark.slow
 def test_readme_compare_on_the_coins_through_a_subprocess(tmp_path):
     report = tmp_path / "report.png"
     completed = subprocess.run(

@@ -31,6 +31,7 @@ def test_table_lists_each_box_and_a_summary(capsys):
     assert lines[-1].startswith("2 detections in 1 image")
 
 
+@pytest.mark.slow
 def test_json_csv_and_coco_agree_with_the_library(capsys, tmp_path):
     import patternfind
 

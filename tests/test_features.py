@@ -231,17 +231,29 @@ def test_hog_fold_agrees_with_skimage_cell_histograms():
                                       cell_histograms[strong].argmax(axis=-1))
 
 
-def test_hog_fold_sums_the_channels_of_each_orientation():
-    rng = np.random.default_rng(0)
-    weights = rng.normal(size=(3, 4, 31))
-    folded, _ = hog_orientation_weights(weights, {"variant": "felzenszwalb"})
-    np.testing.assert_allclose(folded, weights[..., :9] + weights[..., 9:18] + weights[..., 18:27])
-    weights = rng.normal(size=(3, 4, 36))
-    folded, _ = hog_orientation_weights(weights, {})
-    expected = sum(weights[..., k * 9:(k + 1) * 9] for k in range(4))
-    np.testing.assert_allclose(folded, expected)
+@pytest.mark.parametrize("variant", ["dalal-triggs", "felzenszwalb"])
+@pytest.mark.parametrize("degrees", [10, 50, 90, 130, 170])
+def test_hog_fold_points_at_the_gradient_of_a_ramp(variant, degrees):
+    """A ramp rising along θ has its gradient at θ everywhere: the folded bin's angle is θ."""
+    theta = np.deg2rad(degrees)
+    rows, cols = np.indices((64, 64), dtype=np.float64)
+    ramp = (cols * np.cos(theta) + rows * np.sin(theta)) / 200 + 0.5  # +x right, +y down
+    options = {"cell": 8, "bins": 9, "variant": variant}
+    features, _ = feature_map(ramp.astype(np.float32), kind="hog", options=options)
+    folded, angles = hog_orientation_weights(features, options)
+    strongest = angles[folded[1:-1, 1:-1].argmax(axis=-1)]  # interior cells
+    difference = (strongest - degrees + 90) % 180 - 90  # unsigned: θ and θ + 180° are one bin
+    assert np.abs(difference).max() <= 10  # half of a 20° bin
+
+
+def test_hog_fold_drops_texture_and_refuses_other_shapes():
+    texture_only = np.zeros((3, 4, 31))
+    texture_only[..., 27:] = 1.0  # Felzenszwalb's four texture channels follow the 27 orientation ones
+    folded, _ = hog_orientation_weights(texture_only, {"variant": "felzenszwalb"})
+    assert folded.shape == (3, 4, 9)
+    assert not folded.any()
     with pytest.raises(ValueError, match=r"\(h, w, 36\)"):
-        hog_orientation_weights(weights[..., :35], {})
+        hog_orientation_weights(np.zeros((3, 4, 35)), {})
 
 
 @pytest.mark.parametrize("kind", ["pixels", "gradients", "hog"])

@@ -66,11 +66,33 @@ def test_templates_are_pixel_values_and_zero_mean_only_shifts_them(kind):
     np.testing.assert_allclose(centred, template - template.mean(), atol=1e-6)
 
 
+def _drawn(kind, size=19, oversample=8):
+    """The shape drawn independently: point tests on a fine grid, averaged down by OpenCV."""
+    fine = (np.arange(size * oversample) + 0.5) / oversample - size / 2  # pixel centres
+    y, x = np.meshgrid(-fine, fine, indexing="ij")  # y up, as the filters' angles are
+    if kind == "bar":  # horizontal (angle 0), width a fifth of the side
+        inside = np.abs(y) <= size / 5 / 2
+    elif kind == "corner":  # bisector at 45°: the top-right quadrant
+        inside = (x > 0) & (y > 0)
+    else:  # ring: mid-line radius 0.3 × side, width a third of the radius
+        radius = 0.3 * size
+        inside = np.abs(np.hypot(x, y) - radius) <= radius / 3 / 2
+    return cv2.resize(inside.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+
+
 @pytest.mark.parametrize("kind", ["bar", "corner", "ring"])
-def test_dark_polarity_is_the_negative_of_bright(kind):
-    bright = filters.make(kind, 19, polarity="bright").weights
-    dark = filters.make(kind, 19, polarity="dark").weights
-    np.testing.assert_allclose(dark, 1 - bright, atol=1e-6)
+def test_polarity_matches_an_independent_drawing(kind):
+    drawn = _drawn(kind)
+    for polarity, sign in (("bright", 1), ("dark", -1)):
+        weights = filters.make(kind, 19, polarity=polarity).weights
+        correlation = np.corrcoef(weights.ravel(), drawn.ravel())[0, 1]
+        assert sign * correlation > 0.97, (polarity, correlation)
+        # away from its edges the shape is 1 and the background 0 (reversed when dark)
+        solid = (drawn == 1) | (drawn == 0)
+        assert (drawn == 1).sum() > 5
+        assert (drawn == 0).sum() > 5
+        expected = drawn if polarity == "bright" else 1 - drawn
+        np.testing.assert_allclose(weights[solid], expected[solid], atol=1e-6)
 
 
 # ------------------------------------------------------------------ edge
@@ -155,10 +177,14 @@ def test_blob_is_centred_symmetric_and_zero_sum(size):
     assert weights.min() < 0  # the surround of a difference of Gaussians is negative
 
 
-def test_dark_blob_is_the_negated_bright_blob():
-    bright = filters.blob(15, sigma=2).weights
-    dark = filters.blob(15, sigma=2, polarity="dark").weights
-    np.testing.assert_allclose(dark, -bright)
+def test_blob_polarity_matches_an_analytic_difference_of_gaussians():
+    offsets = np.arange(15) - 7.0
+    squared = offsets[:, None] ** 2 + offsets[None, :] ** 2
+    dog = np.exp(-squared / (2 * 2.0**2)) / 2.0**2 - np.exp(-squared / (2 * 3.2**2)) / 3.2**2
+    for polarity, sign in (("bright", 1), ("dark", -1)):
+        weights = filters.blob(15, sigma=2, ratio=1.6, polarity=polarity).weights
+        assert sign * np.corrcoef(weights.ravel(), dog.ravel())[0, 1] > 0.99
+        assert sign * weights[7, 7] == pytest.approx(1)  # the centre carries the polarity
 
 
 @pytest.mark.parametrize(("polarity", "spot"), [("bright", 1.0), ("dark", -1.0)])

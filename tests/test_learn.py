@@ -128,6 +128,7 @@ def test_loss_slopes_match_finite_differences(loss):
 # ---------------------------------------------------------------- optimum
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 @pytest.mark.parametrize("l2", [1e-3, 1e-2])
 def test_fit_reaches_the_lbfgs_optimum(optimizer, l2):
@@ -426,6 +427,7 @@ def test_patches_from_annotations_crop_boxes_and_sample_negatives_away_from_them
         assert candidate[1] + candidate[3] <= 240
 
 
+@pytest.mark.slow
 def test_train_detector_finds_held_out_targets_on_whole_images():
     from patternfind.detection.detector import detect
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.signal import correlate
 
 from patternfind.layers.conv import conv2d, dense_params, num_params, output_size, pool2d
 
@@ -92,9 +93,14 @@ def test_six_1x1_filters_on_32x32x3_give_32x32x6_and_24_parameters(rng):
 
 @pytest.mark.parametrize(("f", "p"), [(3, 1), (5, 2), (7, 3)])
 def test_padding_half_the_filter_keeps_the_size(rng, f, p):
-    assert p == (f - 1) // 2
-    assert conv2d(image(rng, 32, 32, 3), image(rng, f, f, 3, 2), padding=p).shape == (32, 32, 2)
+    """The lecture's P = (F − 1)/2 is SciPy's "same" correlation with zero padding."""
+    x, weights = image(rng, 32, 32, 3), image(rng, f, f, 3, 2)
+    result = conv2d(x, weights, padding=p)
+    assert result.shape == (32, 32, 2)
     assert output_size(32, f, padding=p) == 32
+    for k in range(2):
+        same = sum(correlate(x[..., c], weights[..., c, k], mode="same") for c in range(3))
+        np.testing.assert_allclose(result[..., k], same, rtol=1e-4, atol=1e-4)
 
 
 def test_pool_4x4_f2_s1_gives_3x3(rng):

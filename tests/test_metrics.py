@@ -44,7 +44,11 @@ def pycocotools_reference(detections, ground_truth):
     """Run pycocotools at IoU 0.5; return its ranked TP/FP flags, positives and 101-point precision."""
 
     class PlainIoUCOCOeval(pycocotools_eval.COCOeval):
-        """COCOeval whose crowd boxes keep the ordinary IoU, so 'iscrowd' means just 'ignore'."""
+        """COCOeval whose crowd boxes keep the ordinary IoU, so 'iscrowd' means just 'ignore'.
+
+        The one place our rule departs from COCO's (see `patternfind.evaluation.metrics`):
+        COCO scores a crowd region by intersection / detection area.
+        """
 
         def computeIoU(self, imgId, catId):
             gt = self._gts[imgId, catId]

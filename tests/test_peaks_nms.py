@@ -5,11 +5,15 @@ from __future__ import annotations
 import itertools
 import math
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
+from skimage.feature import peak_local_max
 
+from patternfind.detection import nms as nms_module
 from patternfind.detection.nms import box_iou, non_max_suppression
 from patternfind.detection.peaks import find_peaks
 from patternfind.detection.pyramid import pyramid_scales, resize_to_scale
@@ -43,6 +47,62 @@ def brute_nms(boxes, scores, iou_threshold, labels=None):
             )
         ]
     return kept
+
+
+def brute_nms_containment(boxes, scores, iou_threshold, containment_threshold):
+    """Greedy NMS that also drops a box mostly inside a kept, better box."""
+    remaining = list(range(len(boxes)))
+    kept = []
+    while remaining:
+        best = max(remaining, key=lambda i: (scores[i], -i))
+        kept.append(best)
+        survivors = []
+        for i in remaining:
+            if i == best:
+                continue
+            bx, by, bw, bh = boxes[best]
+            x, y, w, h = boxes[i]
+            inside = max(0.0, min(x + w, bx + bw) - max(x, bx)) * max(
+                0.0, min(y + h, by + bh) - max(y, by))
+            fraction = inside / (w * h) if w * h > 0 else 0.0
+            if brute_iou(boxes[i], boxes[best]) <= iou_threshold and (
+                    fraction <= containment_threshold):
+                survivors.append(i)
+        remaining = survivors
+    return kept
+
+
+def greedy_nms_numpy(boxes, scores, iou_threshold):
+    """The textbook loop, vectorised per kept box: fast enough for thousands of boxes."""
+    order = list(np.lexsort((np.arange(len(scores)), -scores)))
+    order = np.asarray(order, dtype=np.intp)
+    kept = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        kept.append(int(best))
+        order = rest[box_iou(boxes[best], boxes[rest])[0] <= iou_threshold]
+    return kept
+
+
+def opencv_nms(boxes, scores, iou_threshold):
+    """cv2.dnn.NMSBoxes: float64 boxes, scores > 0 (it compares them in float32)."""
+    kept = cv2.dnn.NMSBoxes(np.asarray(boxes, np.float64), np.asarray(scores, np.float32),
+                            score_threshold=0.0, nms_threshold=iou_threshold)
+    return np.asarray(kept, dtype=np.intp).reshape(-1).tolist()
+
+
+def random_boxes(count, seed, *, spread=400.0, size=(5.0, 60.0)):
+    """Boxes in clusters (as a detector's candidates) and alone, float32-exact positive scores."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, spread, (max(1, count // 8), 2))
+    owner = rng.integers(0, len(centres), count)
+    side = rng.uniform(*size, (count, 2))
+    corner = centres[owner] + rng.normal(0, 6, (count, 2)) - side / 2
+    loose = rng.random(count) < 0.3
+    corner[loose] = rng.uniform(0, spread, (int(loose.sum()), 2))
+    scores = rng.uniform(0.01, 1, count).astype(np.float32).astype(np.float64)
+    scores[rng.random(count) < 0.1] = 0.5  # ties, broken by index
+    return np.column_stack([corner, side]), scores
 
 
 def brute_plateau_peaks(score_map, threshold):
@@ -147,6 +207,61 @@ def test_nms_per_label_matches_brute_force(data, iou_threshold):
     expected = brute_nms(boxes, scores, iou_threshold, labels=labels)
     # Best score first, ties by index: the same order as the brute force's.
     assert kept.tolist() == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(boxes_strategy, st.sampled_from([0.0, 0.3, 0.5]), st.sampled_from([0.0, 0.5, 0.7, 1.0]))
+def test_nms_with_containment_matches_brute_force(data, iou_threshold, containment_threshold):
+    boxes, scores, _ = data
+    kept = non_max_suppression(boxes, scores, iou_threshold=iou_threshold,
+                               containment_threshold=containment_threshold)
+    assert kept.tolist() == brute_nms_containment(boxes, scores, iou_threshold,
+                                                  containment_threshold)
+
+
+# Sizes past the dense path (64), and past one block (1024): the sweep and the blocks.
+@pytest.mark.parametrize(("count", "seed"), [(10, 0), (65, 1), (300, 2), (1500, 3), (3000, 4)])
+@pytest.mark.parametrize("iou_threshold", [0.1, 0.3, 0.7])
+def test_nms_matches_opencv_and_the_textbook_loop(count, seed, iou_threshold):
+    boxes, scores = random_boxes(count, seed, spread=40.0 * count**0.5)
+    kept = non_max_suppression(boxes, scores, iou_threshold=iou_threshold).tolist()
+    assert kept == opencv_nms(boxes, scores, iou_threshold)
+    assert kept == greedy_nms_numpy(boxes, scores, iou_threshold)
+    assert 0 < len(kept) < count or count <= 10
+
+
+def test_nms_in_small_chunks_of_pairs_gives_the_same_answer(monkeypatch):
+    """The sweep judges candidate pairs a bounded chunk at a time; chunk size must not matter."""
+    boxes, scores = random_boxes(2500, 7, spread=2000.0)
+    expected = opencv_nms(boxes, scores, 0.3)
+    monkeypatch.setattr(nms_module, "_MAX_PAIRS", 100)
+    assert non_max_suppression(boxes, scores, iou_threshold=0.3).tolist() == expected
+
+
+@pytest.mark.parametrize("count", [40, 200, 1200])
+def test_nms_with_containment_and_labels_past_the_dense_path(count):
+    boxes, scores = random_boxes(count, count)
+    labels = np.random.default_rng(count).integers(0, 3, count)
+    kept = non_max_suppression(boxes, scores, iou_threshold=0.3, containment_threshold=0.7,
+                               labels=labels)
+    expected = []
+    for label in range(3):
+        members = np.flatnonzero(labels == label)
+        expected += [members[i] for i in brute_nms_containment(
+            boxes[members].tolist(), scores[members].tolist(), 0.3, 0.7)]
+    expected.sort(key=lambda i: (-scores[i], i))
+    assert kept.tolist() == expected
+
+
+@pytest.mark.parametrize("count", [60, 400])
+def test_nms_long_suppression_chain(count):
+    """A row of boxes each overlapping the next, scores falling: many rounds, then the plain loop."""
+    boxes = np.column_stack([np.arange(count) * 3.0, np.zeros(count),
+                             np.full(count, 10.0), np.full(count, 10.0)])
+    scores = np.linspace(1, 0.1, count)
+    kept = non_max_suppression(boxes, scores, iou_threshold=0.3).tolist()
+    assert kept == brute_nms(boxes.tolist(), scores.tolist(), 0.3)
+    assert kept == list(range(0, count, 2))  # IoU 7/13 one step apart, 4/16 two steps
 
 
 def test_nms_keeps_no_overlapping_pair():
@@ -334,3 +449,23 @@ def test_resize_to_scale_shape(scale):
     assert level.dtype == np.float32
     # Area averaging and bilinear interpolation keep the mean.
     assert level.mean() == pytest.approx(image.mean(), abs=0.02)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_find_peaks_matches_skimage_peak_local_max(seed, threshold):
+    """On maps without ties (smoothed noise), peaks are scikit-image's 3×3 local maxima, borders included."""
+    rng = np.random.default_rng(seed)
+    score_map = ndimage.gaussian_filter(rng.random((120, 150)), 2.0)
+    score_map = ((score_map - score_map.min()) / np.ptp(score_map)).astype(np.float32)
+    padded = np.pad(score_map, 1, constant_values=-1)
+    for dr, dc in itertools.product((0, 1, 2), repeat=2):
+        if (dr, dc) != (1, 1):  # no pixel equals a neighbour: no plateaus, one definition of a peak
+            assert not (padded[dr:dr + 120, dc:dc + 150] == score_map).any()
+    rows, cols, values = find_peaks(score_map, threshold)
+    reference = peak_local_max(score_map, min_distance=1, threshold_abs=threshold,
+                               exclude_border=False)
+    assert len(reference) > 10
+    assert sorted(zip(rows.astype(int).tolist(), cols.astype(int).tolist(), strict=True)) == sorted(
+        map(tuple, reference.tolist()))
+    np.testing.assert_array_equal(values, score_map[rows.astype(int), cols.astype(int)])

@@ -308,8 +308,29 @@ def test_nearly_flat_window_stays_in_range():
         assert np.abs(ours).max() <= 1
 
 
-def test_flat_variance_is_a_quarter_grey_level():
-    assert np.sqrt(FLAT_VARIANCE) == pytest.approx(1e-3)
+@pytest.mark.parametrize(("dtype", "base", "step", "scored"), [
+    (np.uint8, 128, 1, True),  # one 8-bit grey level of contrast is a pattern, not flat
+    (np.uint16, 30000, 140, True),  # a standard deviation of 70/65535 ≈ 1.07e-3
+    (np.uint16, 30000, 120, False),  # 60/65535 ≈ 0.92e-3: under a quarter grey level, flat
+])
+def test_windows_flatter_than_a_quarter_grey_level_score_zero(dtype, base, step, scored):
+    """FLAT_VARIANCE's promise, seen from outside: std under 1e-3 of the range scores 0."""
+    image = np.full((40, 40), base, dtype)
+    rows, cols = np.indices((20, 20))
+    image[10:30, 10:30] += ((rows + cols) % 2 * step).astype(dtype)  # checkerboard: std = step/2
+    weights = np.random.default_rng(3).random((6, 6)).astype(np.float32)
+    inside = (slice(10, 25), slice(10, 25))  # windows wholly on the checkerboard
+    pixels = image.astype(np.float64) / np.iinfo(dtype).max
+    assert window_std(pixels, (6, 6))[inside].min() == pytest.approx(step / 2 / np.iinfo(dtype).max)
+    ours = score_map(image, Filter(weights), score="ncc")
+    assert (ours[:4, :4] == 0).all()  # truly flat windows
+    if scored:
+        np.testing.assert_allclose(ours[inside], naive_scores(pixels, weights, "ncc")[inside],
+                                   atol=1e-3)
+        assert np.abs(ours[inside]).min() > 0.01
+    else:
+        assert (ours[inside] == 0).all()
+    assert np.sqrt(FLAT_VARIANCE) == pytest.approx(1e-3)  # what the docstring promises
 
 
 # ----------------------------------------------------------------- channels

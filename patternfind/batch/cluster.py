@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from patternfind._validation import positive_int
+from patternfind.batch.engine import available_cores
 
 __all__ = ["DASK_MISSING", "dask_client"]
 
@@ -46,8 +47,6 @@ def dask_client(scheduler: str, *, workers: int | None = None,
     except ImportError:
         raise ImportError(DASK_MISSING) from None
     if scheduler == "local":
-        from patternfind.batch.engine import available_cores
-
         count = available_cores() if workers is None else positive_int(workers, "workers")
         # Dask workers set MALLOC_TRIM_THRESHOLD_ by default, which made detect()
         # about 2x slower per image here (PERFORMANCE.md); the profiler costs time too.

@@ -30,6 +30,7 @@ from patternfind import io
 from patternfind._validation import flag, positive_int
 from patternfind.detection import DetectOptions, LevelMap, load_filters
 from patternfind.detection.detector import operating_point, scan
+from patternfind.show.draw import draw_detections, heatmap
 from patternfind.structures import Detection, Filter
 
 __all__ = ["ImageResult", "available_cores", "detect_many"]
@@ -223,8 +224,6 @@ def _numbered(task: _Task, filters: list[Filter], options: DetectOptions
 
 def _write_pictures(task: _Task, image: NDArray[Any], detections: list[Detection],
                     maps: list[LevelMap], filters: list[Filter], options: DetectOptions) -> None:
-    from patternfind.show.draw import draw_detections, heatmap
-
     if task.draw_to is not None:
         io.save_image(task.draw_to, draw_detections(image, detections))
     if task.heatmap_to is not None:

@@ -1,5 +1,7 @@
 """Command-line interface: ``patternfind IMAGE --filter F`` and its sub-commands.
 
+May import: core, layers, detection, evaluation, learn, show, batch.
+
 Each sub-command lives in its own module, which exposes ``COMMANDS``: a dict
 mapping the command name to ``(build_parser, run)``, where ``build_parser()``
 returns a `Parser` and ``run(args) -> int`` does the work. This module only
@@ -13,6 +15,8 @@ import sys
 from collections.abc import Sequence
 
 from patternfind.cli._common import UsageError
+
+__all__ = ["main"]
 
 # Sub-command name -> module defining it (imported only when used, so that
 # `patternfind --help` stays fast and matplotlib is never imported needlessly).

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from patternfind import __version__
+__all__ = ["Parser", "UsageError", "add_detection_options", "add_version", "detection_options"]
 
 
 class UsageError(Exception):
@@ -25,9 +26,25 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class _VersionAction(argparse.Action):
+    """argparse's ``version`` action, reading the installed version only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: Any = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default,
+                         help=help or "show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        from patternfind import __version__
+
+        print(f"patternfind {__version__}")  # to stdout, as argparse's own version action
+        parser.exit()
+
+
 def add_version(parser: argparse.ArgumentParser) -> None:
     """Add ``--version``."""
-    parser.add_argument("--version", action="version", version=f"patternfind {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
 
 
 def _number_pair(text: str) -> tuple[float, float]:

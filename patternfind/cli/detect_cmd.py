@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from patternfind import io
-from patternfind.batch.outputs import FORMATS
 from patternfind.cli._common import (
     Parser,
     UsageError,
@@ -21,6 +19,15 @@ from patternfind.cli._common import (
     add_version,
     detection_options,
 )
+
+__all__ = ["COMMANDS", "build_parser", "run"]
+
+# The library (numpy, OpenCV, SciPy) is imported inside the functions that use
+# it, so that building this parser (`patternfind --help`) stays instant.
+
+#: Output formats (`patternfind.batch.outputs` writes them; named here so that
+#: building the parser imports nothing numerical).
+FORMATS = ("table", "jsonl", "csv", "json", "coco")
 
 EXAMPLES = """\
 examples:
@@ -230,12 +237,14 @@ def _pictures(args: argparse.Namespace, image_count: int
 
 
 def _check_picture_target(target: Path | None, flag: str, image_count: int) -> None:
+    from patternfind.io import IMAGE_SUFFIXES
+
     if target is None:
         return
     if image_count > 1 and not target.is_dir():
         msg = f"--{flag} must be an existing folder when several images are given, got {target}"
         raise UsageError(msg)
-    if image_count == 1 and target.suffix.lower() not in io.IMAGE_SUFFIXES and not target.is_dir():
+    if image_count == 1 and target.suffix.lower() not in IMAGE_SUFFIXES and not target.is_dir():
         msg = f"--{flag} needs an image file name such as out.png, got {target}"
         raise UsageError(msg)
 

@@ -19,6 +19,10 @@ from patternfind.cli._common import (
     detection_options,
 )
 
+__all__ = [
+    "COMMANDS", "build_compare_parser", "build_evaluate_parser", "run_compare", "run_evaluate",
+]
+
 EVALUATE_EXAMPLES = """\
 examples:
   patternfind evaluate --annotations samples/coins/coins.json --filter samples/coins/coin.npz

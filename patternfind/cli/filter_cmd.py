@@ -13,12 +13,15 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from patternfind import filters, io
 from patternfind.cli._common import Parser, UsageError, add_version
-from patternfind.pixels import to_float_image, to_grey
-from patternfind.structures import Filter
+
+__all__ = [
+    "COMMANDS", "build_crop_parser", "build_make_filter_parser", "run_crop", "run_make_filter",
+]
+
+# The library is imported inside the functions, so that importing this module
+# loads no numerical code; only the make-filter parser needs the filter bank
+# (its kinds are the parser's choices).
 
 MAKE_FILTER_EPILOG = """\
 examples:
@@ -89,6 +92,8 @@ def _box(text: str) -> tuple[int, int, int, int]:
 
 def build_make_filter_parser() -> Parser:
     """Parser of ``patternfind make-filter``."""
+    from patternfind import filters
+
     parser = Parser(
         prog="patternfind make-filter",
         description="Draw a hand-crafted filter and write it to a .npy or .npz file.",
@@ -120,6 +125,8 @@ def build_make_filter_parser() -> Parser:
 
 def run_make_filter(args: argparse.Namespace) -> int:
     """Draw the filter ``args`` describe and save it."""
+    from patternfind import filters, io
+
     function = filters.KINDS[args.kind]
     accepted = inspect.signature(function).parameters
     options: dict[str, Any] = {}
@@ -163,6 +170,12 @@ def build_crop_parser() -> Parser:
 
 def run_crop(args: argparse.Namespace) -> int:
     """Crop the box out of the image and save it as a filter."""
+    import numpy as np
+
+    from patternfind import io
+    from patternfind.pixels import to_float_image, to_grey
+    from patternfind.structures import Filter
+
     image = io.load_image(args.image)
     if args.grey and image.ndim == 3 and image.shape[2] in (3, 4):
         # the detector's own grey conversion, so that the crop scores 1 at its source;

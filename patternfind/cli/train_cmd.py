@@ -11,6 +11,8 @@ from typing import Any
 
 from patternfind.cli._common import Parser, UsageError, add_version
 
+__all__ = ["COMMANDS", "build_parser", "run"]
+
 EXAMPLES = """\
 examples:
   patternfind train --pos faces/pos --neg faces/neg --window 32x32 -o face.npz

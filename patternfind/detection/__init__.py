@@ -1,11 +1,12 @@
 """Detection: image → score maps over a pyramid → peaks → non-maximum suppression → boxes.
 
-`score_map` scores one filter at every position, `detect` runs the whole search.
-This stage may import `patternfind.layers` and the core records, never evaluation,
-learning, drawing or the CLI.
+May import: core, layers.
+
+`score_map` scores one filter at every position, `detect` runs the whole search
+and `scan` also returns the score maps.
 """
 
-from patternfind.detection.detector import LevelMap, detect, load_filters
+from patternfind.detection.detector import LevelMap, detect, load_filters, scan
 from patternfind.detection.nms import box_iou, non_max_suppression
 from patternfind.detection.options import DetectOptions
 from patternfind.detection.peaks import find_peaks
@@ -22,5 +23,6 @@ __all__ = [
     "load_filters",
     "non_max_suppression",
     "pyramid_scales",
+    "scan",
     "score_map",
 ]

@@ -29,8 +29,12 @@ from patternfind.detection.scores import (
     match_channels,
     score_pixels,
 )
+from patternfind.layers.conv import conv2d
+from patternfind.layers.features import feature_map
 from patternfind.pixels import prepare_image, to_grey
 from patternfind.structures import SCORE_KINDS, Detection, Filter
+
+__all__ = ["CONTAINED_FRACTION", "LevelMap", "detect", "load_filters", "operating_point", "scan"]
 
 #: A box with more than this fraction of its area inside a better box is a
 #: duplicate: a template matches parts of its own copy at smaller scales.
@@ -327,8 +331,6 @@ def _feature_maps(
     for plan in plans:
         filter_ = plan.filter
         if filter_.features != "pixels" and _feature_key(filter_) not in maps:
-            from patternfind.layers.features import feature_map
-
             maps[_feature_key(filter_)] = feature_map(
                 level, kind=filter_.features, options=filter_.feature_options
             )
@@ -339,8 +341,6 @@ def _feature_scores(
     features: NDArray[np.float32], filter_: Filter
 ) -> NDArray[np.float32] | None:
     """⟨w, φ⟩ + b at every cell of a feature map; None if the filter does not fit."""
-    from patternfind.layers.conv import conv2d
-
     weights = filter_.weights if filter_.weights.ndim == 3 else filter_.weights[..., None]
     if features.shape[2] != weights.shape[2]:
         msg = (

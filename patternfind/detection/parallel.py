@@ -15,6 +15,8 @@ import cv2
 
 from patternfind._validation import positive_int
 
+__all__ = ["map_in_threads", "resolve_workers"]
+
 T = TypeVar("T")
 
 

@@ -6,6 +6,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+__all__ = ["find_peaks"]
+
 # The 8 neighbours; those "before" a pixel in raster order must be strictly
 # lower, the others lower or equal. That keeps the first pixel of every plateau of
 # equal scores, but also other pixels of plateaus that are not convex, and plateaus

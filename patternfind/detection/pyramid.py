@@ -16,6 +16,8 @@ from numpy.typing import NDArray
 
 from patternfind._validation import finite_float
 
+__all__ = ["pyramid_scales", "resize_to_scale"]
+
 
 def pyramid_scales(scales: Any = (0.5, 2.0), *, scale_step: Any = 1.1) -> list[float]:
     """Object scales to search: the whole powers of ``scale_step`` within ``scales``.

@@ -1,7 +1,10 @@
 """Score maps: a filter's response at every position of an image.
 
-Three score kinds, all computed with ``cv2.matchTemplate`` (one core, but it
-switches to a DFT for large filters, which direct correlation cannot match):
+Three score kinds. The correlation of the filter with the image is always
+``cv2.matchTemplate`` (one core, but it switches to a DFT for large filters,
+which direct correlation cannot match); unmasked windows get their sums from
+OpenCV box filters, while a masked filter's window sums (Σm·x, Σm·x²) are
+float64 FFT correlations with the mask (``scipy.signal.correlate``):
 
 ``"dot"``
     Σ w·x + b on pixel values in [0, 1], the lecture's score and exactly
@@ -32,6 +35,11 @@ from scipy.signal import correlate
 from patternfind.detection.parallel import map_in_threads, resolve_workers
 from patternfind.pixels import prepare_image, to_grey
 from patternfind.structures import SCORE_KINDS, Filter
+
+__all__ = [
+    "DEFAULT_THRESHOLDS", "FLAT_VARIANCE", "check_fits", "match_channels", "score_map",
+    "score_pixels",
+]
 
 #: Variance (summed over channels, pixel values in [0, 1]) below which a window is flat.
 FLAT_VARIANCE = 1e-6

@@ -1,7 +1,9 @@
 """Evaluation: annotations in, precision, recall, F1 and AP out, one filter or several side by side.
 
-This stage may import detection (to run the filters it compares) and the core,
-never learning, drawing or the CLI.
+May import: core, layers, detection.
+
+Detection runs the filters that `compare` scores; `best_f1_threshold` and
+`detection_threshold` pick operating points from scored examples.
 """
 
 from patternfind.evaluation.annotations import (

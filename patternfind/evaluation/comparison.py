@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import finite_float
+from patternfind.detection.detector import detect, operating_point
 from patternfind.evaluation.annotations import (
     AnnotationWarning,
     clip_to_image,
@@ -20,6 +21,7 @@ from patternfind.evaluation.annotations import (
     load_annotations,
 )
 from patternfind.evaluation.metrics import Evaluation, evaluate
+from patternfind.io import load_filter, load_image
 from patternfind.structures import Box, Filter
 
 __all__ = ["compare", "load_labelled_images"]
@@ -76,9 +78,6 @@ def compare(
         image is missing, or a box lies outside its image. Boxes partly
         outside are clipped with an `AnnotationWarning`.
     """
-    from patternfind.detection.detector import detect
-    from patternfind.io import load_filter
-
     if isinstance(filters, (Filter, str, Path)):
         filters = [filters]
     loaded = [f if isinstance(f, Filter) else load_filter(f) for f in filters]
@@ -108,8 +107,6 @@ def compare(
 def _rank_thresholds(rank_thresholds: Sequence[float | None] | None, filters: Sequence[Filter],
                      detect_options: Mapping[str, Any]) -> list[tuple[float | None, float | None]]:
     """(detection threshold, operating threshold or None) per filter; None: detect as given."""
-    from patternfind.detection.detector import operating_point
-
     if rank_thresholds is None:
         return [(None, None)] * len(filters)
     if len(rank_thresholds) != len(filters):
@@ -153,8 +150,6 @@ def load_labelled_images(
     pixels : dict of str to (H, W[, C]) array
         The chosen images, as stored.
     """
-    from patternfind.io import load_image
-
     if isinstance(annotations, (str, Path)):
         annotation_path = Path(annotations)
         annotations = load_annotations(annotation_path)

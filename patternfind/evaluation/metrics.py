@@ -9,8 +9,12 @@ The definitions are those of the detection benchmarks:
   detection of an already found object (a duplicate), is a false positive.
   A detection whose only match is an *ignore* box (VOC ``difficult``, dlib
   ``ignore``, COCO ``iscrowd``) counts as neither, and ignore boxes that are
-  not found are not misses. This is the rule of the COCO evaluation
-  (``pycocotools``), against which the tests check it.
+  not found are not misses; one ignore box may absorb many detections. This
+  is the COCO evaluation's rule (``pycocotools``) with one difference: an
+  ignore box is overlapped by ordinary IoU, where COCO divides the
+  intersection with a crowd region by the detection's area alone. The tests
+  check the matching against pycocotools with its crowd overlap swapped for
+  IoU.
 - **Average precision** is VOC's all-point interpolated AP: the area under
   the precision-recall curve after precision is made non-increasing in
   recall, over the full ranking of detections across all images.

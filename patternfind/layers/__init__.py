@@ -1,8 +1,11 @@
 """Layers: the transforms from pixels to feature maps, and the lecture's arithmetic.
 
+May import: core.
+
 The convolutional and pooling layers with their backward passes, the output-size
 and parameter-count calculators, and the fixed feature transforms (gradients,
-dense HOG). This stage imports only `patternfind.pixels` and the argument checks.
+dense HOG). The core is `_validation`, `pixels`, `structures`, `io` and `filters`;
+tests/test_layering.py checks the order of the stages.
 """
 
 from patternfind.layers.conv import (

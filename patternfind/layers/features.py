@@ -56,6 +56,11 @@ from patternfind._validation import as_float_array, flag, non_negative_int, one_
 from patternfind.pixels import to_grey
 from patternfind.structures import FEATURE_KINDS
 
+__all__ = [
+    "BLOCK_NORMS", "HOG_VARIANTS", "feature_cell", "feature_channels", "feature_map",
+    "feature_options", "hog_blocks_like_skimage", "hog_orientation_weights", "window_features",
+]
+
 BLOCK_NORMS = ("L2-Hys", "L2", "L1")
 HOG_VARIANTS = ("dalal-triggs", "felzenszwalb")
 _HOG_DEFAULTS: dict[str, Any] = {"cell": 8, "bins": 9, "block_norm": "L2-Hys", "signed": False,

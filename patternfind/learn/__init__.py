@@ -1,8 +1,10 @@
 """Learning: filters fitted by gradient descent, from patches or from annotated images.
 
+May import: core, layers, detection, evaluation.
+
 Patches are cut (`patches`), mapped by a feature transform and fitted by
 `optimize.fit_linear` (`patch_training`); `detector_training` adds hard-negative
-mining with the detector. This stage may import layers, detection and evaluation.
+mining with the detector.
 """
 
 from patternfind.learn.detector_training import DETECTOR_HOG_OPTIONS, train_detector

@@ -20,8 +20,14 @@ from numpy.typing import NDArray
 from patternfind._validation import non_negative_int, pair_of, positive_int
 from patternfind.detection.nms import box_iou
 from patternfind.io import IMAGE_SUFFIXES, load_image
-from patternfind.pixels import prepare_image, to_float_image, to_grey
+from patternfind.pixels import prepare_image, to_float_image, to_grey, to_rgb
 from patternfind.structures import Box
+
+__all__ = [
+    "NEGATIVE_IOU", "as_image", "check_boxes", "check_labels", "check_patches", "crop_window",
+    "image_files", "patches_from_annotations", "patches_from_arrays", "patches_from_folders",
+    "sample_negative_boxes",
+]
 
 #: Negatives overlap every box by less than this IoU.
 NEGATIVE_IOU = 0.3
@@ -36,9 +42,7 @@ def as_image(image: Any, name: str = "image", *, color: bool = False) -> NDArray
     if isinstance(image, (str, Path)):
         image = load_image(image)
     pixels = prepare_image(image, name)
-    if color and pixels.ndim == 2:
-        return np.repeat(pixels[..., None], 3, axis=2)
-    return pixels if color else to_grey(pixels)
+    return to_rgb(pixels) if color else to_grey(pixels)
 
 
 def patches_from_arrays(patches: Any, labels: Any) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:

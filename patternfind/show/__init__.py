@@ -1,7 +1,9 @@
 """Show: detections drawn on images, and the matplotlib pictures of filters, PR curves and reports.
 
+May import: core, layers, detection, evaluation, learn.
+
 `draw` needs only OpenCV; `plot` imports matplotlib inside its functions
-(``pip install "patternfind[plot]"``). This stage may import every stage below it.
+(``pip install "patternfind[plot]"``).
 """
 
 from patternfind.show.draw import draw_detections, heatmap

@@ -16,6 +16,8 @@ from numpy.typing import NDArray
 from patternfind.pixels import as_rgb8
 from patternfind.structures import Detection
 
+__all__ = ["PALETTE", "draw_detections", "heatmap"]
+
 # Tableau-10 colours (RGB): distinct, legible on photos, one per label.
 PALETTE = (
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),

@@ -29,6 +29,9 @@ from patternfind.evaluation.metrics import (
     Evaluation,
     match_detections,
 )
+from patternfind.io import atomic_write
+from patternfind.layers.features import hog_orientation_weights
+from patternfind.pixels import as_rgb8, prepare_image
 from patternfind.structures import Box, Detection, Filter
 
 __all__ = [
@@ -57,8 +60,6 @@ def _rgb01(name: str) -> tuple[float, float, float]:
 
 def _display_image(image: NDArray[Any]) -> NDArray[np.float32]:
     """Image as float in [0, 1], grey or RGB (alpha dropped): what the detector sees."""
-    from patternfind.pixels import prepare_image
-
     return np.clip(prepare_image(image), 0, 1)
 
 
@@ -179,8 +180,6 @@ def hog_glyphs(orientation_weights: NDArray[Any], angles: NDArray[Any], *,
 
 def _plot_hog_filter(ax: Any, filter_: Filter) -> Any:
     """Positive and negative HOG glyphs side by side, on one brightness scale."""
-    from patternfind.layers.features import hog_orientation_weights
-
     folded, angles = hog_orientation_weights(filter_.weights, filter_.feature_options)
     largest = float(np.abs(folded).max()) or 1.0
     positive = hog_glyphs(np.clip(folded, 0, None) / largest, angles)
@@ -319,8 +318,6 @@ def draw_evaluation(image: NDArray[Any], detections: Sequence[Detection],
         RGB: true positives green, false positives red, missed boxes blue,
         ignored boxes and the detections on them grey.
     """
-    from patternfind.pixels import as_rgb8
-
     canvas = as_rgb8(image)
     thickness = max(1, round(max(canvas.shape[:2]) / 400))
     outcome, matched = match_detections(detections, ground_truth, iou=iou)
@@ -451,8 +448,6 @@ def write_report(
     plot_pr_curves(middle[0], evaluations)
     _plot_table(middle[1], evaluations)
     figure.suptitle(title or "patternfind compare", fontsize=14, fontweight="bold")
-
-    from patternfind.io import atomic_write
 
     with atomic_write(path) as temporary:
         if suffix == ".png":

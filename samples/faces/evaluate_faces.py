@@ -7,7 +7,8 @@ Both run over the held-out test scenes (other faces, other backgrounds) with
   its threshold is the best-F1 detection cut on the training scenes.
 - fixed: the mean of the training face crops (resized to 32 × 32), scored
   with NCC over the same pyramid; its threshold is calibrated by the same
-  rule (`best_f1_threshold` over its detections on the training scenes).
+  rule (`patternfind.evaluation.detection_threshold` over its detections on
+  the training scenes).
 
 AP is given twice: over the whole ranking (every detection above a low floor:
 score −3 for the learned filter, NCC 0 for the fixed one), and over the
@@ -32,19 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from patternfind.detection.detector import detect
-from patternfind.evaluation.annotations import load_annotations
-from patternfind.evaluation.comparison import compare
-from patternfind.evaluation.metrics import (
-    TRUE_POSITIVE,
-    best_f1_threshold,
-    evaluate,
-    match_detections,
-)
-from patternfind.learn import train_detector
+from patternfind import Filter, compare, detect, evaluate, load_annotations, train_detector
+from patternfind.evaluation import detection_threshold
 from patternfind.learn.patches import as_image, crop_window
-from patternfind.show.plot import write_report
-from patternfind.structures import Filter
+from patternfind.show import write_report
 
 HERE = Path(__file__).resolve().parent
 SCALES = (0.5, 2.5)
@@ -73,14 +65,9 @@ def run(filter_, images, boxes, floor):
 
 def best_f1_detection_threshold(filter_, images, boxes, floor):
     """The detection cut with the best F1 over ``images`` (IoU ≥ 0.5), as train_detector sets it."""
-    scores, hits, total = [], [], 0
-    for key, image in images.items():
-        found = detect(image, filter_, threshold=floor, scales=SCALES)
-        outcome, _ = match_detections(found, boxes[key], iou=0.5)
-        scores.extend(d.score for d in found)
-        hits.extend(outcome == TRUE_POSITIVE)
-        total += sum(not box.ignore for box in boxes[key])
-    return best_f1_threshold(np.array(scores), np.array(hits), total_positives=total)
+    detections = {key: detect(image, filter_, threshold=floor, scales=SCALES)
+                  for key, image in images.items()}
+    return detection_threshold(detections, boxes, iou=0.5)
 
 
 def line(name, ranking, ap_above, seconds):
