@@ -50,6 +50,10 @@ _PUPIL = 0.05
 
 _OVERSAMPLE = 4
 
+# Weight range under which a drawn shape is invisible (a quarter of one 8-bit
+# grey level): e.g. a ring whose radius lies outside the filter.
+_MIN_CONTRAST = 1e-3
+
 
 # Shapes are drawn at 4×4 samples a pixel in float64: cap the side so a typo
 # (size 100000) is an error, not a terabyte allocation.
@@ -117,6 +121,16 @@ def _finish(
     *,
     zero_mean: bool = False,
 ) -> Filter:
+    if float(weights.max() - weights.min()) < _MIN_CONTRAST:
+        shown = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value!r}"
+                          for key, value in options.items()
+                          if key not in ("size", "polarity", "zero_mean"))
+        height, width = weights.shape
+        msg = (
+            f"the {kind} filter ({shown}) draws nothing inside a {height}×{width} filter: "
+            "every weight is the same; choose options that fit the size"
+        )
+        raise ValueError(msg)
     if zero_mean:
         weights = weights - weights.mean()
     return Filter(

@@ -17,15 +17,24 @@ from numpy.typing import NDArray
 
 from patternfind._validation import check_finite
 
-__all__ = ["as_rgb8", "prepare_image", "to_float_image", "to_grey", "to_rgb"]
+__all__ = ["FLOAT_RANGE_MARGIN", "as_rgb8", "prepare_image", "to_float_image", "to_grey", "to_rgb"]
+
+#: How far float pixel values may stray beyond [0, 1] (resampling with cubic
+#: kernels overshoots at sharp edges by a few percent); anything further is
+#: taken to be on another scale (0-255, 0-65535) and refused, never rescaled.
+FLOAT_RANGE_MARGIN = 0.1
 
 
 def to_float_image(image: Any, name: str = "image") -> NDArray[np.float32]:
     """Scale pixel values to [0, 1] as float32, whatever the input dtype.
 
     uint8 is divided by 255, uint16 by 65535, bool becomes 0/1; float input
-    is kept as it is (it is taken to be in [0, 1] already). Other integer
-    types are ambiguous (is an int64 image 8-bit or 16-bit?) and raise.
+    is kept as it is, and must be in [0, 1] already (as in scikit-image's
+    `img_as_float` convention), give or take `FLOAT_RANGE_MARGIN`. A float
+    image on another scale (0-255, or 0-65535 in a float TIFF) raises
+    instead of being guessed at: its scores would look valid and be wrong.
+    Other integer types are ambiguous (is an int64 image 8-bit or 16-bit?)
+    and raise too.
 
     Parameters
     ----------
@@ -36,6 +45,14 @@ def to_float_image(image: Any, name: str = "image") -> NDArray[np.float32]:
     Returns
     -------
     (H, W) or (H, W, C) float32 array
+
+    Raises
+    ------
+    ValueError
+        If a float image holds NaN or inf, or values outside [0, 1] by more
+        than `FLOAT_RANGE_MARGIN`; the message says how to rescale it.
+    TypeError
+        If the dtype is not uint8, uint16, bool or float.
     """
     array = np.asarray(image)
     if array.dtype in (np.uint8, np.uint16):
@@ -47,12 +64,32 @@ def to_float_image(image: Any, name: str = "image") -> NDArray[np.float32]:
     if np.issubdtype(array.dtype, np.floating):
         array = np.ascontiguousarray(array, dtype=np.float32)
         check_finite(array, name)
+        _check_float_range(array, name)
         return array
     msg = (
         f"`{name}` has dtype {array.dtype}; pass uint8, uint16, bool or float "
         f"(e.g. `{name}.astype(np.uint8)` for 0-255 values)"
     )
     raise TypeError(msg)
+
+
+def _check_float_range(array: NDArray[np.float32], name: str) -> None:
+    if array.size == 0:
+        return
+    low, high = float(array.min()), float(array.max())
+    if low >= -FLOAT_RANGE_MARGIN and high <= 1 + FLOAT_RANGE_MARGIN:
+        return
+    if low >= 0 and high <= 255:
+        hint = f"if these are 8-bit values (0-255), pass `{name} / 255` (or the uint8 array itself)"
+    elif low >= 0 and high <= 65535:
+        hint = f"if these are 16-bit values (0-65535), pass `{name} / 65535` (or the uint16 array itself)"
+    else:
+        hint = (f"rescale it first, e.g. `({name} - {name}.min()) / ({name}.max() - {name}.min())`"
+                " or skimage.exposure.rescale_intensity")
+    msg = (f"`{name}` is a float image with values from {low:g} to {high:g}; float pixels "
+           f"must be in [0, 1]: {hint}. A float image file (TIFF) must hold values in [0, 1], "
+           "or be saved as 8- or 16-bit integers")
+    raise ValueError(msg)
 
 
 def prepare_image(image: Any, name: str = "image") -> NDArray[np.float32]:

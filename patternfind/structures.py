@@ -7,6 +7,7 @@ COCO and Multi-Template-Matching).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,7 +31,7 @@ __all__ = ["FEATURE_KINDS", "FILTER_FORMAT_VERSION", "SCORE_KINDS", "Box", "Dete
 FILTER_FORMAT_VERSION = 1
 
 FEATURE_KINDS = ("pixels", "gradients", "hog")
-SCORE_KINDS = ("ncc", "dot", "cosine")
+SCORE_KINDS = ("ncc", "dot", "cosine", "shape")
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,7 +50,7 @@ class Filter:
         Label given to this filter's detections.
     threshold : float, optional
         The filter's own operating threshold, used when `detect` is given none.
-    score : {"ncc", "dot", "cosine"}, optional
+    score : {"ncc", "dot", "cosine", "shape"}, optional
         The score kind the filter was made for (and its threshold refers to).
     features : {"pixels", "gradients", "hog"}
         What the weights are applied to.
@@ -213,6 +214,11 @@ class Detection:
     scale : float
         Object size over filter size: 2.0 means the object was found twice as
         large as the filter (on the image shrunk by half).
+    angle : float
+        The filter's turn in degrees, counter-clockwise on screen, about the
+        box's centre; 0 without a rotation search (``angles=``). The box
+        ``x, y, w, h`` is the upright filter at the found centre and scale;
+        `corners` is the turned rectangle.
     """
 
     x: float
@@ -222,15 +228,36 @@ class Detection:
     score: float
     label: str = "filter"
     scale: float = 1.0
+    angle: float = 0.0
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
         """``(x0, y0, x1, y1)``: top-left and bottom-right corners."""
         return (self.x, self.y, self.x + self.w, self.y + self.h)
 
+    @property
+    def corners(self) -> tuple[tuple[float, float], ...]:
+        """The 4 corners ``(x, y)`` of the turned rectangle: top-left, top-right,
+        bottom-right, bottom-left of the filter (the top edge is the filter's top)."""
+        return rotated_corners(self.x, self.y, self.w, self.h, self.angle)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict with keys x, y, w, h, score, label, scale."""
+        """Plain dict with keys x, y, w, h, score, label, scale, angle."""
         return asdict(self)
+
+
+def rotated_corners(x: float, y: float, w: float, h: float,
+                    angle: float) -> tuple[tuple[float, float], ...]:
+    """Corners of the box ``(x, y, w, h)`` turned ``angle`` degrees (counter-clockwise
+    on screen) about its centre: top-left, top-right, bottom-right, bottom-left."""
+    centre_x, centre_y = x + w / 2, y + h / 2
+    radians = math.radians(angle)
+    cos, sin = math.cos(radians), math.sin(radians)
+    corners = []
+    for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2)):
+        # y points down: a counter-clockwise turn on screen is x' = c·x + s·y, y' = −s·x + c·y
+        corners.append((centre_x + cos * dx + sin * dy, centre_y - sin * dx + cos * dy))
+    return tuple(corners)
 
 
 @dataclass(frozen=True)
@@ -246,6 +273,10 @@ class Box:
     ignore : bool
         True for boxes that count neither as hits nor as misses
         (VOC ``difficult``, dlib ``ignore``).
+    angle : float or None
+        The object's turn in degrees, counter-clockwise on screen, about the
+        box's centre (``x, y, w, h`` is then the upright box); None when the
+        annotation has no angle.
     """
 
     x: float
@@ -254,6 +285,7 @@ class Box:
     h: float
     label: str | None = None
     ignore: bool = False
+    angle: float | None = None
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:

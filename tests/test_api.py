@@ -114,3 +114,15 @@ print("status", status, [name for name in {NUMERICAL!r} if name in sys.modules],
         assert result.stdout == f"patternfind {patternfind.__version__}\n"
     else:
         assert result.stdout.startswith("usage: patternfind")
+
+
+def test_max_pixels_help_states_the_real_default():
+    """The CLI writes the limit out (to stay import-light); it must be io's."""
+    from patternfind import io
+    from patternfind.cli._common import Parser, add_max_pixels
+
+    parser = Parser(prog="x")
+    add_max_pixels(parser)
+    text = " ".join(parser.format_help().split())
+    assert f"{io.MAX_IMAGE_PIXELS:,}" in text
+    assert io.MAX_PIXELS_VARIABLE in text

@@ -121,7 +121,8 @@ def test_exact_copy_at_scale_one_scores_one_at_the_exact_box():
     assert found.label == "cut"
     assert found.xyxy == (37.0, 51.0, 67.0, 75.0)
     assert found.to_dict() == {"x": 37.0, "y": 51.0, "w": 30.0, "h": 24.0,
-                               "score": found.score, "label": "cut", "scale": 1.0}
+                               "score": found.score, "label": "cut", "scale": 1.0,
+                               "angle": 0.0}
 
 
 def test_astronaut_eye_cut_from_uint8_photo():

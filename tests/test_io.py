@@ -182,7 +182,7 @@ def test_corrupt_image(tmp_path, rng):
         (np.array([[0, 51, 255]], np.uint8), [[0, 0.2, 1]]),
         (np.array([[0, 13107, 65535]], np.uint16), [[0, 0.2, 1]]),
         (np.array([[False, True]]), [[0, 1]]),
-        (np.array([[0.25, 2.0]], np.float64), [[0.25, 2.0]]),
+        (np.array([[0.25, 1.05]], np.float64), [[0.25, 1.05]]),  # resampling overshoot is kept
     ],
 )
 def test_to_float_image(array, expected):

@@ -76,12 +76,6 @@ class ImageResult:
         """True when the image was read and searched."""
         return self.error is None
 
-    def to_record(self) -> dict[str, Any]:
-        """The JSON object of a ``--format jsonl`` line."""
-        if self.error is not None:
-            return {"image": self.image, "error": self.error}
-        return {"image": self.image, "width": self.width, "height": self.height,
-                "detections": [d.to_dict() for d in self.detections]}
 
 
 @dataclass(frozen=True)
@@ -93,6 +87,7 @@ class _Task:
     source: str | bytes | NDArray[Any]
     draw_to: str | None = None
     heatmap_to: str | None = None
+    max_pixels: int | None = None
 
 
 def available_cores() -> int:
@@ -113,6 +108,7 @@ def detect_many(
     ordered: bool = False,
     send_bytes: bool = False,
     pictures: Callable[[str], tuple[str | Path | None, str | Path | None]] | None = None,
+    max_pixels: int | None = None,
     options: DetectOptions | None = None,
     **search_options: Any,
 ) -> Generator[ImageResult, None, None]:
@@ -144,6 +140,9 @@ def detect_many(
         ``pictures(image) -> (draw_path, heatmap_path)``, either may be None:
         where the worker that searched ``image`` writes the image with its
         boxes drawn, and the heat map of its best score per pixel.
+    max_pixels : int, optional
+        Refuse images of more pixels than this before decoding them (see
+        `patternfind.io.load_image`); applied on every worker, remote ones too.
     options : DetectOptions, optional
         Detection options, as for `patternfind.detect`; keywords override it.
     **search_options
@@ -170,7 +169,10 @@ def detect_many(
     if client is None:
         processes = available_cores() if jobs is None else positive_int(jobs, "jobs")
     images = list(images) if not isinstance(images, Sequence) else images
-    tasks = (_task(index, image, send_bytes, pictures) for index, image in enumerate(images))
+    if max_pixels is not None:
+        max_pixels = positive_int(max_pixels, "max_pixels")
+    tasks = (_task(index, image, send_bytes, pictures, max_pixels)
+             for index, image in enumerate(images))
     if client is not None:
         numbered = _on_dask(tasks, loaded, options, client)
     elif processes == 1:
@@ -186,7 +188,8 @@ def detect_many(
 
 
 def _task(index: int, image: ImageSource, send_bytes: bool,
-          pictures: Callable[[str], tuple[str | Path | None, str | Path | None]] | None) -> _Task:
+          pictures: Callable[[str], tuple[str | Path | None, str | Path | None]] | None,
+          max_pixels: int | None) -> _Task:
     name = str(image) if isinstance(image, (str, Path)) else str(index)
     source: str | bytes | NDArray[Any] = name
     if not isinstance(image, (str, Path)):
@@ -198,7 +201,7 @@ def _task(index: int, image: ImageSource, send_bytes: bool,
             source = f"\0{_one_line(error)}"
     draw_to, heatmap_to = pictures(name) if pictures is not None else (None, None)
     return _Task(index, name, source, None if draw_to is None else str(draw_to),
-                 None if heatmap_to is None else str(heatmap_to))
+                 None if heatmap_to is None else str(heatmap_to), max_pixels)
 
 
 # ---------------------------------------------------------------- one image
@@ -239,7 +242,7 @@ def _read(task: _Task) -> NDArray[Any]:
     if isinstance(source, str):
         if source.startswith("\0"):  # the client could not read the file
             raise OSError(source[1:])
-        return io.load_image(source)
+        return io.load_image(source, max_pixels=task.max_pixels)
     if isinstance(source, bytes):
         # Decode through the same reader as a local file, with its checks.
         suffix = Path(task.name).suffix
@@ -247,7 +250,7 @@ def _read(task: _Task) -> NDArray[Any]:
             path = Path(folder) / f"image{suffix}"
             path.write_bytes(source)
             try:
-                return io.load_image(path)
+                return io.load_image(path, max_pixels=task.max_pixels)
             except (ValueError, OSError) as error:  # name the user's file, not the copy
                 raise type(error)(str(error).replace(str(path), task.name)) from None
     return source

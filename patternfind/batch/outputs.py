@@ -31,14 +31,28 @@ from typing import IO, Any
 
 from patternfind import io
 from patternfind.batch.engine import ImageResult
+from patternfind.structures import Detection
 
-__all__ = ["CSV_FIELDS", "FORMATS", "STREAMING_FORMATS", "ResultWriter", "completed_images",
-           "open_results"]
+__all__ = ["CSV_FIELDS", "FORMATS", "ROTATED_CSV_FIELDS", "STREAMING_FORMATS", "ResultWriter",
+           "coco_mapping_path", "completed_images", "detection_record", "open_results"]
 
 FORMATS = ("table", "jsonl", "csv", "json", "coco")
 #: Formats written line by line to the final file, and so resumable.
 STREAMING_FORMATS = ("jsonl", "csv")
-CSV_FIELDS = ("image", "label", "x", "y", "w", "h", "score", "scale", "error")
+_BOX_FIELDS = ("label", "x", "y", "w", "h", "score", "scale")
+CSV_FIELDS = ("image", *_BOX_FIELDS, "error")
+#: With a rotation search, rows also hold the angle and the turned box's corners.
+_CORNER_FIELDS = ("x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4")
+ROTATED_CSV_FIELDS = ("image", *_BOX_FIELDS, "angle", *_CORNER_FIELDS, "error")
+
+
+def detection_record(detection: Detection, *, rotated: bool) -> dict[str, Any]:
+    """A detection as a JSON object: the box, and with ``rotated`` its angle and corners."""
+    record = {key: getattr(detection, key) for key in _BOX_FIELDS}
+    if rotated:
+        record["angle"] = detection.angle
+        record["corners"] = [list(corner) for corner in detection.corners]
+    return record
 
 
 class ResultWriter:
@@ -48,8 +62,9 @@ class ResultWriter:
     """
 
     def __init__(self, stream: IO[str], kind: str, *, images: Sequence[str],
-                 filter_names: Sequence[str], header: bool = True) -> None:
-        self.stream, self.kind = stream, kind
+                 filter_names: Sequence[str], rotated: bool = False, header: bool = True) -> None:
+        self.stream, self.kind, self.rotated = stream, kind, rotated
+        self.fields = ROTATED_CSV_FIELDS if rotated else CSV_FIELDS
         self.images_written = 0
         self.detections_written = 0
         self._first = True
@@ -57,7 +72,7 @@ class ResultWriter:
         self._category_ids = {name: index for index, name in
                               enumerate(sorted(set(filter_names)), start=1)}
         if kind == "csv" and header:
-            self._put(",".join(CSV_FIELDS) + "\n")
+            self._put(",".join(self.fields) + "\n")
         elif kind in ("json", "coco"):
             self._put("[")
 
@@ -87,9 +102,9 @@ class ResultWriter:
 
     def _render(self, result: ImageResult) -> str:
         if self.kind == "jsonl":
-            return json.dumps(result.to_record()) + "\n"
+            return json.dumps(self._jsonl_record(result)) + "\n"
         if self.kind == "csv":
-            return _csv_rows(result)
+            return self._csv_rows(result)
         if self.kind == "table":
             return self._table_rows(result)
         items = self._json_items(result)
@@ -100,11 +115,35 @@ class ResultWriter:
         self._first = False
         return separator + text
 
+    def _jsonl_record(self, result: ImageResult) -> dict[str, Any]:
+        if result.error is not None:
+            return {"image": result.image, "error": result.error}
+        return {"image": result.image, "width": result.width, "height": result.height,
+                "detections": [detection_record(d, rotated=self.rotated)
+                               for d in result.detections]}
+
+    def _csv_rows(self, result: ImageResult) -> str:
+        buffer = text_io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.fields, lineterminator="\n")
+        if result.error is not None:
+            writer.writerow({"image": result.image, "error": result.error})
+        elif not result.detections:
+            writer.writerow({"image": result.image})
+        for d in result.detections:
+            row = {"image": result.image, **detection_record(d, rotated=self.rotated)}
+            if self.rotated:
+                corners = row.pop("corners")
+                row.update(zip(_CORNER_FIELDS, (v for corner in corners for v in corner),
+                               strict=True))
+            writer.writerow(row)
+        return buffer.getvalue()
+
     def _json_items(self, result: ImageResult) -> list[dict[str, Any]]:
         if self.kind == "json":
             if result.error is not None:
                 return [{"image": result.image, "error": result.error}]
-            return [{"image": result.image, **d.to_dict()} for d in result.detections]
+            return [{"image": result.image, **detection_record(d, rotated=self.rotated)}
+                    for d in result.detections]
         for d in result.detections:
             self._category_ids.setdefault(d.label, len(self._category_ids) + 1)
         return [{"image_id": self._image_ids[result.image],
@@ -118,25 +157,12 @@ class ResultWriter:
         if result.detections and self._first:
             self._first = False
             lines.append(f"{'image':<24} {'label':<14} {'x':>8} {'y':>8} {'w':>7} {'h':>7} "
-                         f"{'score':>7} {'scale':>6}")
+                         f"{'score':>7} {'scale':>6}" + (f" {'angle':>7}" if self.rotated else ""))
         for d in result.detections:
             lines.append(f"{_clip(result.image, 24):<24} {_clip(d.label, 14):<14} "
                          f"{d.x:8.1f} {d.y:8.1f} {d.w:7.1f} {d.h:7.1f} {d.score:7.3f} "
-                         f"{d.scale:6.2f}")
+                         f"{d.scale:6.2f}" + (f" {d.angle:7.2f}" if self.rotated else ""))
         return "".join(line + "\n" for line in lines)
-
-
-def _csv_rows(result: ImageResult) -> str:
-    buffer = text_io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    if result.error is not None:
-        writer.writerow({"image": result.image, "error": result.error})
-    elif not result.detections:
-        writer.writerow({"image": result.image})
-    for d in result.detections:
-        row = d.to_dict()
-        writer.writerow({"image": result.image, **{key: row[key] for key in CSV_FIELDS[1:-1]}})
-    return buffer.getvalue()
 
 
 def _clip(text: str, width: int) -> str:
@@ -145,19 +171,22 @@ def _clip(text: str, width: int) -> str:
 
 @contextmanager
 def open_results(kind: str, output: Path | None, *, images: Sequence[str],
-                 filter_names: Sequence[str], resume: bool = False) -> Iterator[ResultWriter]:
+                 filter_names: Sequence[str], rotated: bool = False,
+                 resume: bool = False) -> Iterator[ResultWriter]:
     """A `ResultWriter` for ``kind`` on ``output`` (None: standard output).
 
     jsonl and csv go straight to ``output`` (appended to when ``resume``); json
     and coco go to a temporary file that replaces ``output`` only when the
-    block ends without an error. The coco id mapping goes beside the output
+    block ends without an error. With ``rotated`` (a search over angles) every
+    detection also has its angle and corners. The coco id mapping goes beside the output
     as ``NAME.mapping.json`` (or to stderr without an output file).
     """
     if kind not in FORMATS:
         msg = f"`kind` must be one of {FORMATS}, got {kind!r}"
         raise ValueError(msg)
     if output is None:
-        writer = ResultWriter(sys.stdout, kind, images=images, filter_names=filter_names)
+        writer = ResultWriter(sys.stdout, kind, images=images, filter_names=filter_names,
+                              rotated=rotated)
         yield writer
         writer.finish()
         if kind == "coco":
@@ -167,17 +196,23 @@ def open_results(kind: str, output: Path | None, *, images: Sequence[str],
         appending = resume and output.exists() and output.stat().st_size > 0
         with open(output, "a" if appending else "w", encoding="utf-8", newline="") as stream:
             writer = ResultWriter(stream, kind, images=images, filter_names=filter_names,
-                                  header=not appending)
+                                  rotated=rotated, header=not appending)
             yield writer
         return
     with io.atomic_write(output) as temporary, open(temporary, "w", encoding="utf-8") as stream:
-        writer = ResultWriter(stream, kind, images=images, filter_names=filter_names)
+        writer = ResultWriter(stream, kind, images=images, filter_names=filter_names,
+                              rotated=rotated)
         yield writer
         writer.finish()
     if kind == "coco":
-        mapping_path = output.with_name(output.stem + ".mapping.json")
+        mapping_path = coco_mapping_path(output)
         io.write_text(mapping_path, json.dumps(writer.coco_mapping(), indent=2) + "\n")
         print(f"image and category ids: {mapping_path}", file=sys.stderr)
+
+
+def coco_mapping_path(output: Path) -> Path:
+    """Where the id mapping of a coco ``output`` goes: ``NAME.mapping.json`` beside it."""
+    return output.with_name(output.stem + ".mapping.json")
 
 
 def completed_images(output: Path, kind: str) -> set[str]:
@@ -226,10 +261,11 @@ def _jsonl_records(output: Path, data: bytes) -> tuple[int, set[str]]:
 
 
 def _csv_records(output: Path, data: bytes) -> tuple[int, set[str]]:
-    header = (",".join(CSV_FIELDS) + "\n").encode()
-    if not data.startswith(header):
+    headers = [(",".join(fields) + "\n").encode() for fields in (CSV_FIELDS, ROTATED_CSV_FIELDS)]
+    header = next((h for h in headers if data.startswith(h)), b"")
+    if not header:
         msg = (f"{output} is not csv output of patternfind (its first line is not "
-               f"{header.decode().strip()}); cannot resume")
+               f"{headers[0].decode().strip()}); cannot resume")
         raise ValueError(msg)
     lines = data[len(header):].split(b"\n")  # the last piece is b"" or a partial line
     names = [_first_field(line) for line in lines[:-1]]

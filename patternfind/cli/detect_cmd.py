@@ -16,8 +16,13 @@ from patternfind.cli._common import (
     Parser,
     UsageError,
     add_detection_options,
+    add_max_pixels,
     add_version,
+    check_distinct,
+    check_output_file,
+    check_output_folder,
     detection_options,
+    output_names,
 )
 
 __all__ = ["COMMANDS", "build_parser", "run"]
@@ -32,12 +37,30 @@ FORMATS = ("table", "jsonl", "csv", "json", "coco")
 EXAMPLES = """\
 examples:
   patternfind samples/astronaut.png --filter samples/eye.npy
-  patternfind photo.jpg --filter eye.npy --filter mouth.npz --threshold 0.6 --draw boxes.png
-  patternfind a.png b.png --filter part.npy --format json --output found.json
-  patternfind plates/ --recursive --filter part.npy --format jsonl -o found.jsonl --jobs 2
-  patternfind plates/ --filter part.npy --format jsonl -o found.jsonl --resume
-  patternfind 'scans/*.tif' --filter part.npy --format csv -o found.csv --scheduler local
-  patternfind photo.png --filter eye.npy --scales 1,1 --heatmap heat.png
+  patternfind samples/astronaut.png --filter samples/eye.npy \\
+      --filter samples/eye_handmade.npy --threshold 0.6 --draw boxes.png
+  patternfind samples/coins/top_left.png samples/coins/bottom.png \\
+      --filter samples/coins/coin.npz --format json --output found.json
+  patternfind samples/coins/top_left.png samples/coins/bottom.png \\
+      --filter samples/coins/coin.npz --draw drawn/     # a folder: one picture per image
+  patternfind samples/astronaut.png --filter samples/eye.npy --scales 1,1 --heatmap heat.png
+  patternfind samples/spoons.png --filter samples/spoon.npz --angles 0,360 --scales 1,1 \\
+      --draw found.png                                   # parts at any angle
+  patternfind samples/spoons.png --filter samples/spoon.npz --angles 0,360 --scales 1,1 \\
+      --score shape --polarity ignore                    # gradient shape, either contrast
+
+many images (folders, quoted globs, @list.txt; results written as each image is done):
+  patternfind samples/many --recursive --filter samples/eye.npy --format jsonl \\
+      -o found.jsonl --jobs 2
+  patternfind samples/many --recursive --filter samples/eye.npy --format jsonl \\
+      -o found.jsonl --resume                            # skip the images already in found.jsonl
+  patternfind 'samples/many/*/*.jpg' --filter samples/eye.npy --format csv -o found.csv
+
+Outputs never replace an input file, and their folders are checked before
+the search starts. Images over 179 megapixels are refused before decoding
+(--max-pixels N raises the limit). An image that cannot be read is reported
+and the run goes on; the exit status is then 1. Add --debug to see the
+traceback of an unexpected error.
 
 sub-commands (each has its own --help):
   patternfind make-filter KIND --size N -o FILE     hand-crafted filter (eye, blob, edge, ...)
@@ -105,11 +128,13 @@ def build_parser() -> Parser:
                              "json and coco are written when the run completes")
     output.add_argument("--output", "-o", type=Path, metavar="FILE",
                         help="write the results here instead of stdout")
-    output.add_argument("--draw", type=Path, metavar="OUT.png",
-                        help="write the image with boxes (a folder when several images)")
-    output.add_argument("--heatmap", type=Path, metavar="OUT.png",
-                        help="write the best score per pixel, colour-mapped "
-                             "(a folder when several images)")
+    output.add_argument("--draw", type=Path, metavar="OUT.png|DIR",
+                        help="write the image with boxes: OUT.png for one image, or a folder "
+                             "(created if missing) of one picture per image")
+    output.add_argument("--heatmap", type=Path, metavar="OUT.png|DIR",
+                        help="write the best score per pixel, colour-mapped: OUT.png for one "
+                             "image, or a folder (created if missing)")
+    add_max_pixels(parser)
     return parser
 
 
@@ -129,13 +154,12 @@ def run(args: argparse.Namespace) -> int:
     from patternfind.batch.outputs import completed_images, open_results
     from patternfind.detection import DetectOptions, load_filters
 
+    _check_run_options(args)
+    inputs = expand_inputs(args.images, recursive=args.recursive)
+    pictures = _check_outputs(args, list(inputs.paths))
     filters = load_filters(args.filters)
     options = DetectOptions(**detection_options(args), subpixel=args.subpixel,
                             per_label=args.per_label, workers=args.workers)
-    inputs = expand_inputs(args.images, recursive=args.recursive)
-    _check_run_options(args)
-    for flag in ("draw", "heatmap"):
-        _check_picture_target(getattr(args, flag), flag, len(inputs.paths))
     done = completed_images(args.output, args.format) if args.resume else set()
     todo = [path for path in inputs.paths if path not in done]
     jobs = args.jobs
@@ -148,11 +172,12 @@ def run(args: argparse.Namespace) -> int:
     # The output opens first: a folder that is missing fails before any work starts.
     with contextlib.suppress(_StoppedAtFailure), open_results(
             args.format, args.output, images=inputs.paths,
-            filter_names=[f.name for f in filters], resume=args.resume) as writer, \
+            filter_names=[f.name for f in filters], rotated=options.angles is not None,
+            resume=args.resume) as writer, \
             _cluster(args) as client, _terminate_as_interrupt():
         results = detect_many(todo, filters, options=options, jobs=jobs, client=client,
                               progress=show_progress, send_bytes=args.send_bytes,
-                              pictures=_pictures(args, len(inputs.paths)))
+                              pictures=pictures, max_pixels=args.max_pixels)
         for result in results:
             writer.write(result)
             counts["detections"] += len(result.detections)
@@ -225,32 +250,57 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _pictures(args: argparse.Namespace, image_count: int
-              ) -> Callable[[str], tuple[Path | None, Path | None]] | None:
-    if args.draw is None and args.heatmap is None:
+def _check_outputs(args: argparse.Namespace, images: list[str]
+                   ) -> Callable[[str], tuple[Path | None, Path | None]] | None:
+    """Check every output against the inputs before any work; return where pictures go."""
+    from patternfind.batch.outputs import coco_mapping_path
+
+    inputs = [*images, *args.filters,
+              *(name[1:] for name in args.images if name.startswith("@"))]
+    draw_paths = _picture_targets(args.draw, "draw", images, "detections", inputs)
+    heatmap_paths = _picture_targets(args.heatmap, "heatmap", images, "heatmap", inputs)
+    mapping = coco_mapping_path(args.output) if args.output and args.format == "coco" else None
+    if args.output is not None:
+        check_output_file(args.output, "--output", inputs)
+        if mapping is not None:
+            check_output_file(mapping, "--output (its id mapping)", inputs)
+    check_distinct([*(draw_paths or []), *(heatmap_paths or []), args.output, mapping])
+    if draw_paths is None and heatmap_paths is None:
         return None
+    draw = dict(zip(images, draw_paths or [], strict=False))
+    heat = dict(zip(images, heatmap_paths or [], strict=False))
+    for path in [*draw.values(), *heat.values()]:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a --draw folder, created as promised
+    return lambda image: (draw.get(image), heat.get(image))
 
-    def where(image: str) -> tuple[Path | None, Path | None]:
-        return (None if args.draw is None else _picture_path(args.draw, image, "detections"),
-                None if args.heatmap is None else _picture_path(args.heatmap, image, "heatmap"))
-    return where
 
+def _picture_targets(target: Path | None, flag: str, images: list[str], kind: str,
+                     inputs: list[str]) -> list[Path] | None:
+    """Where ``--draw``/``--heatmap`` write each image's picture, checked before any work.
 
-def _check_picture_target(target: Path | None, flag: str, image_count: int) -> None:
-    from patternfind.io import IMAGE_SUFFIXES
+    A name with an image suffix is one file (one image only); an existing
+    folder or a name without a suffix is a folder, created if missing (as
+    ``evaluate --draw`` does), holding one distinctly named picture per image.
+    """
+    from patternfind import io
 
     if target is None:
-        return
-    if image_count > 1 and not target.is_dir():
-        msg = f"--{flag} must be an existing folder when several images are given, got {target}"
+        return None
+    if target.suffix and target.suffix.lower() not in io.IMAGE_SUFFIXES and not target.is_dir():
+        msg = f"--{flag} needs an image file name such as out.png, or a folder, got {target}"
         raise UsageError(msg)
-    if image_count == 1 and target.suffix.lower() not in IMAGE_SUFFIXES and not target.is_dir():
-        msg = f"--{flag} needs an image file name such as out.png, got {target}"
-        raise UsageError(msg)
-
-
-def _picture_path(target: Path, image_path: str, kind: str) -> Path:
-    return target / f"{Path(image_path).stem}_{kind}.png" if target.is_dir() else target
+    if target.suffix.lower() in io.IMAGE_SUFFIXES and not target.is_dir():
+        if len(images) > 1:
+            msg = (f"--{flag} {target} is one image file, but {len(images)} images are given: "
+                   "give a folder (it is created if missing)")
+            raise UsageError(msg)
+        check_output_file(target, f"--{flag}", inputs)
+        return [target]
+    check_output_folder(target, f"--{flag}")
+    paths = [target / name for name in output_names(images, f"_{kind}.png")]
+    for path in paths:
+        check_output_file(path, f"--{flag}", inputs, check_folder=False)
+    return paths
 
 
 def _summary(counts: dict[str, int], skipped: int, ignored: int, elapsed: float,

@@ -9,24 +9,38 @@ import time
 from pathlib import Path
 from typing import Any
 
-from patternfind.cli._common import Parser, UsageError, add_version
+from patternfind.cli._common import (
+    Parser,
+    UsageError,
+    add_max_pixels,
+    add_version,
+    check_output_file,
+    size_argument,
+)
 
 __all__ = ["COMMANDS", "build_parser", "run"]
 
 EXAMPLES = """\
 examples:
-  patternfind train --pos faces/pos --neg faces/neg --window 32x32 -o face.npz
-  patternfind train --annotations faces.xml -o face.npz
-  patternfind train --annotations labels.json --images photos/ --window 48x48 \\
-      --features hog --mine-rounds 2 -o face.npz
-  patternfind photo.jpg --filter face.npz        # the features travel inside the filter
+  patternfind train --annotations samples/faces/train.csv -o face.npz
+  patternfind samples/faces/test/00.png --filter face.npz   # the features travel inside the filter
+  patternfind train --annotations samples/faces/train.csv --window 48x48 \\
+      --features hog --mine-rounds 1 -o face_quick.npz
+  patternfind train --pos pos/ --neg neg/ --window 24x24 -o part.npz
+      (pos/ and neg/ stand for your own folders of object and background crops)
 
 With --pos/--neg, every image in the folders is resized to the window.
 With --annotations (COCO JSON, Pascal VOC XML, dlib XML or CSV), positives are
 the boxes and negatives are windows away from them, then hard negatives are
-mined with the detector. A summary (epochs, loss, accuracy, threshold, time)
-ends the run; progress goes to stderr.
+mined with the detector. Image paths in the annotations are relative to the
+file (or to --image-root) and may not leave that folder unless
+--allow-outside-root is given. A summary (epochs, loss, accuracy, threshold,
+time) ends the run; progress goes to stderr.
 """
+
+#: Largest training window side in pixels: every patch is a window-sized
+#: float32 array, so a 5000×5000 window would need 100 MB per patch.
+MAX_WINDOW_SIDE = 512
 
 
 def build_parser() -> Parser:
@@ -39,13 +53,16 @@ def build_parser() -> Parser:
     source.add_argument("--neg", metavar="DIR", help="folder of background images")
     source.add_argument("--annotations", metavar="FILE",
                         help="boxes on full images: COCO JSON, VOC XML, dlib XML or CSV")
-    source.add_argument("--images", metavar="DIR",
+    source.add_argument("--images", "--image-root", metavar="DIR", dest="images",
                         help="folder the annotated images are in (default: beside the file)")
+    source.add_argument("--allow-outside-root", action="store_true",
+                        help="accept image paths in the annotations that are absolute or "
+                             "climb out of the image folder with '..'")
     parser.add_argument("-o", "--output", required=True, metavar="FILE",
                         help="where to write the filter (.npz)")
-    parser.add_argument("--window", type=_window, default=None, metavar="WxH",
-                        help="window size in pixels, e.g. 32x32 (default: the --pos images' "
-                             "median size, or chosen from the boxes)")
+    parser.add_argument("--window", type=_window, default=None, metavar="N|WxH",
+                        help="window size in pixels, e.g. 32 or 48x32 (default: the --pos "
+                             "images' median size, or chosen from the boxes)")
     parser.add_argument("--features", choices=("hog", "gradients", "pixels"), default=None,
                         help="feature channels (default: hog for annotations, pixels for folders)")
     parser.add_argument("--cell", type=int, default=None,
@@ -61,23 +78,22 @@ def build_parser() -> Parser:
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty weight (default 1e-3)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: automatic)")
-    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 100)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="maximum epochs (default: enough for about 3000 gradient steps, "
+                             "at least 100 and at most 1000; early stopping usually ends sooner)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--name", default=None, help="filter name (default: the output's stem)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_max_pixels(parser)
     add_version(parser)
     return parser
 
 
 def _window(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    try:
-        width, height = (int(p) for p in parts)
-    except ValueError:
-        msg = f"expected WIDTHxHEIGHT such as 32x32, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if width <= 0 or height <= 0:
-        msg = f"window sides must be positive, got {text!r}"
+    height, width = size_argument(text)
+    if max(height, width) > MAX_WINDOW_SIDE:
+        msg = (f"windows are at most {MAX_WINDOW_SIDE} pixels on a side, got {text!r}: every "
+               "training patch is one window of float32 pixels; downscale the images instead")
         raise argparse.ArgumentTypeError(msg)
     return height, width
 
@@ -100,9 +116,11 @@ def run(args: argparse.Namespace) -> int:
     if output.suffix.lower() != ".npz":
         msg = f"--output must end in .npz (the filter keeps its features and threshold), got {output}"
         raise UsageError(msg)
-    if not output.resolve().parent.is_dir():
-        msg = f"--output {output}: folder {output.parent} does not exist"
-        raise UsageError(msg)
+    inputs = [args.annotations] if args.annotations is not None else []
+    for folder in (args.pos, args.neg):
+        if folder is not None and Path(folder).is_dir():
+            inputs += [path for path in Path(folder).iterdir() if path.is_file()]
+    check_output_file(output, "--output", inputs)
     _check_numbers_early(args)
     features = args.features or ("pixels" if folders else "hog")
     given = {k: v for k, v in (("cell", args.cell), ("bins", args.bins),
@@ -166,6 +184,8 @@ def _train_from_annotations(args: argparse.Namespace, common: dict[str, Any],
         if not base.is_dir():
             msg = f"--images folder not found: {base}"
             raise UsageError(msg)
+        image_paths(annotations, args.annotations, check=False, image_root=base,
+                    allow_outside_root=args.allow_outside_root)  # refuses keys leaving base
         paths = {key: base / Path(key).name if not (base / key).is_file() else base / key
                  for key in annotations}
         missing = [str(p) for p in paths.values() if not p.is_file()]
@@ -173,7 +193,8 @@ def _train_from_annotations(args: argparse.Namespace, common: dict[str, Any],
             msg = f"{len(missing)} annotated image(s) not found in {base}, e.g. {missing[0]}"
             raise UsageError(msg)
     else:
-        paths = image_paths(annotations, args.annotations)
+        paths = image_paths(annotations, args.annotations,
+                            allow_outside_root=args.allow_outside_root)
     boxes = sum(len(b) for b in annotations.values())
     print(f"{boxes} boxes on {len(annotations)} images", file=sys.stderr)
     return train_detector({key: str(path) for key, path in paths.items()}, annotations,

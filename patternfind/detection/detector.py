@@ -18,17 +18,19 @@ from numpy.typing import NDArray
 
 from patternfind import io
 from patternfind._validation import finite_float
-from patternfind.detection.nms import non_max_suppression
+from patternfind.detection.nms import non_max_suppression, non_max_suppression_rotated
 from patternfind.detection.options import DetectOptions
 from patternfind.detection.parallel import map_in_threads, resolve_workers
 from patternfind.detection.peaks import find_peaks
-from patternfind.detection.pyramid import pyramid_scales, resize_to_scale
+from patternfind.detection.pyramid import check_memory, pyramid_scales, resize_to_scale, scan_memory
+from patternfind.detection.rotation import PoseSearch, angle_range, search_poses
 from patternfind.detection.scores import (
     DEFAULT_THRESHOLDS,
     FLAT_VARIANCE,
     match_channels,
     score_pixels,
 )
+from patternfind.detection.shape import DEFAULT_MIN_CONTRAST, DEFAULT_SHAPE_THRESHOLDS, shape_model
 from patternfind.layers.conv import conv2d
 from patternfind.layers.features import feature_map
 from patternfind.pixels import prepare_image, to_grey
@@ -102,7 +104,8 @@ def detect(
     **search_options
         Any `DetectOptions` field by keyword, overriding ``options``:
         ``threshold``, ``score``, ``scales``, ``scale_step``, ``nms_iou``,
-        ``per_label``, ``max_detections``, ``subpixel``, ``workers``.
+        ``per_label``, ``max_detections``, ``subpixel``, ``workers``,
+        ``angles``, ``angle_step``, ``polarity``, ``min_contrast``.
 
     Returns
     -------
@@ -139,14 +142,19 @@ def scan(
         Each filter's score map at each pyramid level.
     """
     options = DetectOptions.build(options, search_options)
-    pixels = prepare_image(io.load_image(image) if isinstance(image, (str, Path)) else image)
-    plans = [_plan(f, options.threshold, options.score) for f in load_filters(filters)]
+    image = io.load_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
+    plans = [_plan(f, options.threshold, options.score, polarity=options.polarity,
+                   min_contrast=options.min_contrast) for f in load_filters(filters)]
     levels = pyramid_scales(options.scales, scale_step=options.scale_step)
     workers = resolve_workers(options.workers)
+    _check_memory(image.shape, levels, len(plans), min(workers, len(levels)), keep_maps)
+    pixels = prepare_image(image)
     for plan in plans:
         if plan.filter.features == "pixels":
             match_channels(pixels, plan.filter)  # fail early on a colour filter and a grey image
     _check_some_level_fits(pixels.shape, plans, levels)
+    if options.angles is not None or any(plan.score == "shape" for plan in plans):
+        return _scan_poses(pixels, plans, levels, options, workers, keep_maps)
 
     # One level at a time per thread keeps memory to a few levels; with a
     # single level the threads split its rows instead.
@@ -162,6 +170,18 @@ def scan(
     detections = _suppress(candidates, names, options.nms_iou, options.per_label,
                            options.max_detections)
     return detections, maps
+
+
+def _check_memory(shape: tuple[int, ...], levels: list[float], filters: int, workers: int,
+                  keep_maps: bool) -> None:
+    """Refuse, before allocating, a search whose pyramid would not fit in the memory limit."""
+    needed = scan_memory(shape, levels, filters=filters, workers=workers, keep_maps=keep_maps)
+    check_memory(
+        needed,
+        f"searching a {shape[1]}×{shape[0]} image at {len(levels)} scales from {min(levels):.3g} "
+        f"(levels up to {round(shape[1] / min(levels))}×{round(shape[0] / min(levels))})",
+        "use a larger minimum scale (scales=(1, ...) never enlarges the image), fewer threads",
+    )
 
 
 def load_filters(filters: FilterLike | Sequence[FilterLike]) -> list[Filter]:
@@ -183,24 +203,31 @@ def load_filters(filters: FilterLike | Sequence[FilterLike]) -> list[Filter]:
 
 
 def operating_point(
-    filter_: Filter, *, threshold: float | None = None, score: str | None = None
+    filter_: Filter, *, threshold: float | None = None, score: str | None = None,
+    polarity: str = "use", min_contrast: float = DEFAULT_MIN_CONTRAST,
 ) -> tuple[str, float]:
     """The score kind and threshold `detect` uses for ``filter_`` with these options.
 
     Raises the errors `detect` would (unknown score, a dot score without a
     threshold, an all-zero or flat filter, a threshold out of range).
     """
-    plan = _plan(filter_, threshold, score)
+    plan = _plan(filter_, threshold, score, polarity=polarity, min_contrast=min_contrast)
     return plan.score, plan.threshold
 
 
-def _plan(filter_: Filter, threshold: float | None, score: str | None) -> _Plan:
+def _plan(filter_: Filter, threshold: float | None, score: str | None, *,
+          polarity: str = "use", min_contrast: float = DEFAULT_MIN_CONTRAST) -> _Plan:
     """Resolve the score kind and threshold for one filter, or raise."""
     default_score = "ncc" if filter_.features == "pixels" else "dot"
     kind = score or filter_.score or default_score
     if kind not in SCORE_KINDS:
         msg = f"`score` must be one of {SCORE_KINDS}, got {kind!r}"
         raise ValueError(msg)
+    if polarity != "use" and kind != "shape":
+        msg = f"`polarity` applies to the 'shape' score only, not {kind!r} (filter {filter_.name!r})"
+        raise ValueError(msg)
+    if kind == "shape" and filter_.features == "pixels":
+        shape_model(filter_, min_contrast=min_contrast)  # raises if the filter has no edges
     if filter_.features != "pixels" and kind != "dot":
         msg = (
             f"Filter {filter_.name!r} works on {filter_.features!r} features, "
@@ -222,18 +249,22 @@ def _plan(filter_: Filter, threshold: float | None, score: str | None) -> _Plan:
                 "raw dot products have no universal scale (pass threshold=...)"
             )
             raise ValueError(msg)
-        threshold = DEFAULT_THRESHOLDS[kind]
+        threshold = DEFAULT_SHAPE_THRESHOLDS[polarity] if kind == "shape" else DEFAULT_THRESHOLDS[kind]
     threshold = finite_float(threshold, "threshold")
-    if kind in ("ncc", "cosine") and not -1 <= threshold <= 1:
+    if kind in ("ncc", "cosine", "shape") and not -1 <= threshold <= 1:
         msg = f"`threshold` for the {kind!r} score must be in [-1, 1], got {threshold!r}"
         raise ValueError(msg)
     return _Plan(filter_, kind, threshold)
 
 
 def _is_flat(filter_: Filter) -> bool:
+    """Contrast under sqrt(FLAT_VARIANCE) of the largest weight: ncc ignores the filter's units."""
     weights = filter_.weights if filter_.weights.ndim == 3 else filter_.weights[..., None]
     inside = weights[filter_.mask] if filter_.mask is not None else weights.reshape(-1, weights.shape[2])
-    return float(inside.var(axis=0).sum()) < FLAT_VARIANCE
+    largest = float(np.abs(inside).max(initial=0.0))
+    if largest == 0:
+        return True
+    return float((inside.astype(np.float64) / largest).var(axis=0).sum()) < FLAT_VARIANCE
 
 
 def _pixel_window(filter_: Filter) -> tuple[int, int]:
@@ -373,3 +404,71 @@ def _suppress(
         Detection(x=x, y=y, w=w, h=h, score=score, label=names[int(index)], scale=scale)
         for x, y, w, h, score, index, scale in table[kept].tolist()
     ]
+
+
+def _scan_poses(
+    pixels: NDArray[np.float32],
+    plans: list[_Plan],
+    levels: list[float],
+    options: DetectOptions,
+    workers: int,
+    keep_maps: bool,
+) -> tuple[list[Detection], list[LevelMap]]:
+    """`scan` with a rotation search or the shape score (`patternfind.detection.rotation`)."""
+    for plan in plans:
+        if plan.filter.features != "pixels":
+            msg = (
+                f"rotation search and the shape score work on pixel filters; filter "
+                f"{plan.filter.name!r} works on {plan.filter.features!r} features"
+            )
+            raise ValueError(msg)
+    start, extent = (0.0, 0.0) if options.angles is None else angle_range(options.angles)
+    inner_workers = workers if len(levels) == 1 else 1
+
+    def run_level(scale: float) -> tuple[list[NDArray[np.float64]], list[LevelMap]]:
+        level = resize_to_scale(pixels, scale)
+        scale_y = pixels.shape[0] / level.shape[0]
+        scale_x = pixels.shape[1] / level.shape[1]
+        found, maps = [], []
+        for index, plan in enumerate(plans):
+            height, width = plan.filter.weights.shape[:2]
+            if height > level.shape[0] or width > level.shape[1]:
+                continue
+            search = PoseSearch(plan.filter, plan.score, plan.threshold, start, extent,
+                                options.angle_step, options.polarity, options.min_contrast,
+                                options.subpixel)
+            poses, coarse_map, (coarse_rows, coarse_cols) = search_poses(
+                match_channels(level, plan.filter), search, workers=inner_workers)
+            window = (height * scale_y, width * scale_x)
+            rows = np.empty((len(poses), 8))
+            # the upright box of the filter at the found centre, clipped for rounding only
+            rows[:, 0] = np.clip((poses[:, 0] - (width - 1) / 2) * scale_x, 0,
+                                 max(pixels.shape[1] - window[1], 0))
+            rows[:, 1] = np.clip((poses[:, 1] - (height - 1) / 2) * scale_y, 0,
+                                 max(pixels.shape[0] - window[0], 0))
+            rows[:, 2:4] = window[1], window[0]
+            rows[:, 4] = poses[:, 3]
+            rows[:, 5:7] = index, scale
+            rows[:, 7] = poses[:, 2]
+            found.append(rows)
+            if keep_maps:
+                maps.append(LevelMap(coarse_map, plan.filter.name, 1, scale_x * coarse_cols,
+                                     scale_y * coarse_rows, window))
+        return found, maps
+
+    results = map_in_threads(run_level, levels, workers)
+    table = np.concatenate([rows for found, _ in results for rows in found] or [np.zeros((0, 8))])
+    maps = [level_map for _, level_maps in results for level_map in level_maps]
+    names = [plan.filter.name for plan in plans]
+    labels = table[:, 5].astype(int) if options.per_label else None
+    kept = non_max_suppression_rotated(
+        table[:, [0, 1, 2, 3, 7]], table[:, 4], iou_threshold=options.nms_iou,
+        containment_threshold=CONTAINED_FRACTION, labels=labels)
+    if options.max_detections is not None:
+        kept = kept[: options.max_detections]
+    detections = [
+        Detection(x=x, y=y, w=w, h=h, score=score, label=names[int(index)], scale=scale,
+                  angle=angle)
+        for x, y, w, h, score, index, scale, angle in table[kept].tolist()
+    ]
+    return detections, maps

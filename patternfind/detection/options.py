@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from patternfind._validation import finite_float, flag, positive_int
+from patternfind._validation import finite_float, flag, one_of, positive_int
 from patternfind.detection.parallel import resolve_workers
 from patternfind.detection.pyramid import pyramid_scales
+from patternfind.detection.rotation import angle_range, check_angle_step
+from patternfind.detection.shape import DEFAULT_MIN_CONTRAST, POLARITIES
 
 __all__ = ["DetectOptions"]
 
@@ -33,9 +35,12 @@ class DetectOptions:
         Keep peaks scoring at least this. Default: each filter's own
         ``threshold``, else `DEFAULT_THRESHOLDS` (ncc 0.8, cosine 0.95). A
         ``"dot"`` score has no universal scale, so it needs one.
-    score : {"ncc", "dot", "cosine"}, optional
+    score : {"ncc", "dot", "cosine", "shape"}, optional
         Default: each filter's own ``score``, else ``"ncc"`` for pixel
         filters and ``"dot"`` for feature filters (their only score).
+        ``"shape"`` compares gradient directions
+        (`patternfind.detection.shape`); its default threshold is 0.7
+        (0.85 with ``polarity="ignore"``).
     scales : (min, max) of float
         Object sizes to search, as multiples of the filter size. ``(1, 1)``
         scans the input size only.
@@ -52,6 +57,21 @@ class DetectOptions:
         Refine peak positions by a quadratic fit.
     workers : int, optional
         Threads (default ``cv2.getNumThreads()``).
+    angles : (start, stop) of float, optional
+        Search the filter turned by every angle in this range, in degrees
+        counter-clockwise on screen (`patternfind.detection.rotation`);
+        ``(0, 360)`` is a full turn, and ``(350, 10)`` a range through 0°.
+        Each detection then has its ``angle``. Default None: no rotation.
+    angle_step : float, optional
+        Degrees between searched angles. Default: the step that moves the
+        filter's outermost pixel by about one pixel (finer for larger
+        filters); the found angle is refined between steps anyway.
+    polarity : {"use", "ignore"}
+        For the shape score only: ``"ignore"`` also matches the part with
+        its contrast inverted (dark on light vs light on dark).
+    min_contrast : float
+        For the shape score: the weakest gradient (pixel range per pixel,
+        image in [0, 1]) that counts as an edge, in the filter and the image.
     """
 
     threshold: float | None = None
@@ -63,6 +83,10 @@ class DetectOptions:
     max_detections: int | None = None
     subpixel: bool = False
     workers: int | None = None
+    angles: tuple[float, float] | None = None
+    angle_step: float | None = None
+    polarity: str = "use"
+    min_contrast: float = DEFAULT_MIN_CONTRAST
 
     def __post_init__(self) -> None:
         pyramid_scales(self.scales, scale_step=self.scale_step)  # raises on a bad range or step
@@ -77,6 +101,20 @@ class DetectOptions:
         resolve_workers(self.workers)
         if self.threshold is not None:
             finite_float(self.threshold, "threshold")
+        if self.angles is not None:
+            _, extent = angle_range(self.angles)
+            check_angle_step(self.angle_step, extent)
+        elif self.angle_step is not None:
+            msg = f"`angle_step` ({self.angle_step!r}) needs `angles`, the range to search"
+            raise ValueError(msg)
+        one_of(self.polarity, "polarity", POLARITIES)
+        if self.polarity != "use" and self.score is not None and self.score != "shape":
+            msg = f"`polarity` applies to the 'shape' score only, got score={self.score!r}"
+            raise ValueError(msg)
+        min_contrast = finite_float(self.min_contrast, "min_contrast")
+        if not 0 < min_contrast <= 1:
+            msg = f"`min_contrast` must be in (0, 1], got {self.min_contrast!r}"
+            raise ValueError(msg)
 
     @classmethod
     def build(cls, options: DetectOptions | None, keywords: Mapping[str, Any]) -> DetectOptions:

@@ -19,7 +19,10 @@ For the normalised scores a window (or filter) with no contrast has no
 defined score; it scores 0, never NaN and never ±1. A window counts as flat
 when its variance (energy, for cosine) summed over channels is below
 `FLAT_VARIANCE`, i.e. a standard deviation under 1/1000 of the pixel range,
-a quarter of one 8-bit grey level.
+a quarter of one 8-bit grey level. Both scores ignore the filter's scale, so
+the filter is first divided by its largest weight: the same flatness test
+then holds relative to the filter's own magnitude, and weights of any size
+(1e-3 or 1e20) score as the same filter in [0, 1] would.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from numpy.typing import NDArray
 from scipy.signal import correlate
 
 from patternfind.detection.parallel import map_in_threads, resolve_workers
+from patternfind.detection.shape import shape_score_map
 from patternfind.pixels import prepare_image, to_grey
 from patternfind.structures import SCORE_KINDS, Filter
 
@@ -88,7 +92,8 @@ def score_map(
         Any dtype `prepare_image` accepts. Pixel values are scaled to [0, 1].
     filter_ : Filter
         A pixel filter of shape (h, w) or (h, w, C).
-    score : {"ncc", "dot", "cosine"}
+    score : {"ncc", "dot", "cosine", "shape"}
+        ``"shape"``: see `patternfind.detection.shape.shape_score_map`.
     workers : int, optional
         Threads to use (default: ``cv2.getNumThreads()``).
 
@@ -111,6 +116,8 @@ def score_map(
         raise ValueError(msg)
     pixels = match_channels(prepare_image(image), filter_)
     check_fits(pixels.shape, filter_)
+    if score == "shape":  # gradient directions, with the default min_contrast and polarity
+        return shape_score_map(pixels, filter_)
     return score_pixels(pixels, filter_, score, workers=resolve_workers(workers))
 
 
@@ -170,6 +177,7 @@ def _score_block(
     # test needs anyway; correlating with the centred filter and dividing by
     # the window statistics computed here is the same score at half the cost.
     centred = score == "ncc"
+    weights = _unit_scaled(weights)
     template = _centred(weights) if centred else weights
     count = weights.shape[0] * weights.shape[1]
     norm = float(np.sqrt(np.square(template, dtype=np.float64).sum()))
@@ -178,6 +186,21 @@ def _score_block(
     numerator = cv2.matchTemplate(pixels, template, cv2.TM_CCORR)
     spread = _window_spread(pixels, weights.shape[:2], centred=centred)
     return _normalise(numerator, spread, count=count, norm=norm)
+
+
+def _unit_scaled(weights: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The weights divided by their largest magnitude.
+
+    ncc and cosine do not change when the filter is multiplied by a positive
+    number, but float32 arithmetic does: weights of 1e20 overflow when
+    squared, and weights of 1e-3 would fall under the absolute flatness
+    test. On this scale a filter is flat when its contrast is under
+    ``sqrt(FLAT_VARIANCE)`` of its largest weight, whatever its units.
+    """
+    largest = float(np.abs(weights).max(initial=0.0))
+    if largest == 0 or largest == 1:
+        return weights
+    return (weights.astype(np.float64) / largest).astype(np.float32)
 
 
 def _centred(weights: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -247,7 +270,7 @@ def _masked_normalised(
     assert filter_.mask is not None
     mask = filter_.mask.astype(np.float32)
     count = float(mask.sum())
-    weights = filter_.weights if filter_.weights.ndim == 3 else filter_.weights[..., None]
+    weights = _unit_scaled(filter_.weights if filter_.weights.ndim == 3 else filter_.weights[..., None])
     channels = [pixels] if pixels.ndim == 2 else [pixels[..., c] for c in range(pixels.shape[2])]
     centred = score == "ncc"
     template = weights.copy()

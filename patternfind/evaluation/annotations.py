@@ -4,8 +4,10 @@
 image path exactly as the annotation file writes it (COCO ``file_name``, VOC
 ``filename``, dlib ``file``, the CSV ``image`` column), so keys stay stable
 whatever folder the program runs in. `image_paths` turns the keys into real
-paths: a relative key is resolved against the folder holding the annotation
-file (for a folder of VOC files, that folder).
+paths: a relative key is resolved against the image root, by default the
+folder holding the annotation file (for a folder of VOC files, that folder).
+Keys that are absolute or climb out of the root with ``..`` are refused
+unless ``allow_outside_root=True``.
 
 Boxes are ``(x, y, w, h)`` in image pixels, top-left corner and size
 (`patternfind.Box`). Pascal VOC's 1-based inclusive corners are converted:
@@ -29,6 +31,14 @@ the images at hand (the ``evaluate`` command).
 
 An image listed with no boxes is valid: every detection there is a false
 positive.
+
+**Turned boxes** keep ``x, y, w, h`` upright and add ``Box.angle``, in
+degrees counter-clockwise on screen about the box's centre (as
+`patternfind.Detection`): a CSV ``angle`` column (the header must name it),
+a COCO ``angle`` key, or a VOC ``<robndbox>`` as roLabelImg writes it
+(``cx, cy, w, h`` and ``angle`` in radians, turning clockwise on screen:
+its corners are the box's turned by −angle, so ``Box.angle = −degrees(angle)``).
+A turned box is not clipped to its image; only its centre must lie inside.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import csv
 import io as _io
 import json
 import math
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -79,7 +90,8 @@ def load_annotations(path: str | Path) -> dict[str, list[Box]]:
           ``<box top left width height ignore/>``); a ``<label>`` child is the label;
         - a CSV file with rows ``image,x,y,w,h[,label]``, with or without that
           header. A row with only the image name (``x,y,w,h`` empty) lists an
-          image with no boxes.
+          image with no boxes. With a header, an ``angle`` column (degrees)
+          may follow, e.g. ``image,x,y,w,h,label,angle``.
 
     Returns
     -------
@@ -175,6 +187,7 @@ def save_annotations(
                 "area": box.w * box.h,
                 "iscrowd": int(box.ignore),
                 "ignore": int(box.ignore),
+                **({} if box.angle is None else {"angle": box.angle}),
             })
     document = {
         "images": images,
@@ -185,8 +198,9 @@ def save_annotations(
 
 
 def image_paths(annotations: Iterable[str], annotation_path: str | Path, *,
-                check: bool = True) -> dict[str, Path]:
-    """Resolve image keys to paths, relative to the annotation file's folder.
+                check: bool = True, image_root: str | Path | None = None,
+                allow_outside_root: bool = False) -> dict[str, Path]:
+    """Resolve image keys to paths under an image root (default: the annotation file's folder).
 
     Parameters
     ----------
@@ -196,21 +210,47 @@ def image_paths(annotations: Iterable[str], annotation_path: str | Path, *,
         The annotation file (or VOC folder) the keys came from.
     check : bool
         Raise if any image file is missing.
+    image_root : str or Path, optional
+        The folder relative keys are resolved against, and that every image
+        must lie in. Default: the folder holding the annotation file (for a
+        folder of VOC files, that folder).
+    allow_outside_root : bool
+        Accept keys that are absolute or climb out of ``image_root`` with
+        ``..``. Off by default: an annotation file is data, and should not be
+        able to make the program read ``/etc/passwd`` or ``../../secret``.
 
     Returns
     -------
     dict of str to Path
-        Key to image path. Absolute keys are kept as they are.
+        Key to image path.
 
     Raises
     ------
     ValueError
-        If ``check`` and some images do not exist; the message names the
-        annotation file and the first missing images.
+        If a key leaves ``image_root`` (unless ``allow_outside_root``), or if
+        ``check`` and some images do not exist; the message names the
+        annotation file and the first offending images.
     """
     annotation_path = Path(annotation_path)
-    base = annotation_path if annotation_path.is_dir() else annotation_path.parent
+    if image_root is None:
+        base = annotation_path if annotation_path.is_dir() else annotation_path.parent
+    else:
+        base = Path(image_root)
     paths = {key: base / key for key in annotations}  # base / absolute key == key
+    if not allow_outside_root:
+        # Lexical check (no symlinks followed): it judges what the file says,
+        # and a folder of symlinked images the user made stays usable.
+        root = os.path.abspath(base)
+        outside = [key for key, file in paths.items()
+                   if os.path.commonpath([root, os.path.abspath(file)]) != root]
+        if outside:
+            more = f" and {len(outside) - 1} more" if len(outside) > 1 else ""
+            msg = (
+                f"{annotation_path}: image path {outside[0]!r}{more} lies outside the image "
+                f"root {base} (absolute, or climbing out with '..'); pass --allow-outside-root "
+                "(allow_outside_root=True) if you trust the file, or set --image-root"
+            )
+            raise ValueError(msg)
     if check:
         missing = [key for key, file in paths.items() if not file.is_file()]
         if missing:
@@ -250,6 +290,16 @@ def clip_to_image(boxes: Sequence[Box], width: int, height: int, *,
     """
     result, clipped = [], 0
     for box in boxes:
+        if box.angle is not None:  # a turned box is not clipped: its centre must be inside
+            centre_x, centre_y = box.x + box.w / 2, box.y + box.h / 2
+            if not (0 <= centre_x <= width and 0 <= centre_y <= height):
+                msg = (
+                    f"{source}: turned box (x={box.x:g}, y={box.y:g}, w={box.w:g}, h={box.h:g}, "
+                    f"angle={box.angle:g}) has its centre outside the {width}×{height} image"
+                )
+                raise ValueError(msg)
+            result.append(box)
+            continue
         x0, y0 = max(box.x, 0.0), max(box.y, 0.0)
         x1, y1 = min(box.x + box.w, float(width)), min(box.y + box.h, float(height))
         if x1 <= x0 or y1 <= y0:
@@ -285,13 +335,14 @@ def _number(path: Path, where: str, name: str, value: Any) -> float:
 
 
 def _box(path: Path, where: str, x: Any, y: Any, w: Any, h: Any, *,
-         label: str | None = None, ignore: bool = False) -> Box:
+         label: str | None = None, ignore: bool = False, angle: Any = None) -> Box:
     x, y = _number(path, where, "x", x), _number(path, where, "y", y)
     w, h = _number(path, where, "w", w), _number(path, where, "h", h)
     if w <= 0 or h <= 0:
         msg = f"{path}: {where}: box has zero or negative size (w={w:g}, h={h:g})"
         raise ValueError(msg)
-    return Box(x, y, w, h, label=label, ignore=bool(ignore))
+    turn = None if angle is None else _number(path, where, "angle", angle)
+    return Box(x, y, w, h, label=label, ignore=bool(ignore), angle=turn)
 
 
 def _finish(path: Path, entries: Iterable[tuple[str, list[Box], tuple[int, int] | None]]
@@ -327,6 +378,9 @@ def _load_coco(path: Path, text: str) -> dict[str, list[Box]]:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         msg = f"{path}: malformed JSON: {error}"
+        raise ValueError(msg) from None
+    except RecursionError:
+        msg = f"{path}: malformed JSON: nested too deeply to be an annotation file"
         raise ValueError(msg) from None
     if isinstance(document, list):
         msg = (
@@ -381,7 +435,8 @@ def _load_coco(path: Path, text: str) -> dict[str, list[Box]]:
         category = record.get("category_id")
         label = None if category is None else categories.get(category, str(category))
         ignore = bool(record.get("iscrowd", 0)) or bool(record.get("ignore", 0))
-        boxes[record["image_id"]].append(_box(path, where, *bbox, label=label, ignore=ignore))
+        boxes[record["image_id"]].append(_box(path, where, *bbox, label=label, ignore=ignore,
+                                              angle=record.get("angle")))
     return _finish(path, [(name, boxes[image_id], size) for image_id, (name, size) in by_id.items()])
 
 
@@ -420,19 +475,34 @@ def _voc_image(path: Path, root: ElementTree.Element) -> tuple[str, list[Box], t
     boxes = []
     for number, element in enumerate(root.iter("object")):
         where = f"object {number}"
+        label = (element.findtext("name") or "").strip() or None
+        difficult = (element.findtext("difficult") or "0").strip() not in ("0", "", "false")
+        turned = element.find("robndbox")
+        if turned is not None:
+            boxes.append(_robndbox(path, where, turned, label=label, ignore=difficult))
+            continue
         corners = element.find("bndbox")
         if corners is None:
-            msg = f"{path}: {where} has no <bndbox>"
+            msg = f"{path}: {where} has no <bndbox> or <robndbox>"
             raise ValueError(msg)
         xmin, ymin, xmax, ymax = (
             _number(path, where, key, corners.findtext(key)) for key in ("xmin", "ymin", "xmax", "ymax")
         )
-        label = (element.findtext("name") or "").strip() or None
-        difficult = (element.findtext("difficult") or "0").strip() not in ("0", "", "false")
         # VOC corners are 1-based and inclusive
         boxes.append(_box(path, where, xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1,
                           label=label, ignore=difficult))
     return filename, boxes, size
+
+
+def _robndbox(path: Path, where: str, element: ElementTree.Element, *,
+              label: str | None, ignore: bool) -> Box:
+    """roLabelImg's turned box: centre, size and a clockwise angle in radians."""
+    centre_x, centre_y, w, h, radians = (
+        _number(path, where, key, element.findtext(key)) for key in ("cx", "cy", "w", "h", "angle")
+    )
+    angle = -math.degrees(radians) % 360  # roLabelImg turns clockwise on screen, we counter-clockwise
+    return _box(path, where, centre_x - w / 2, centre_y - h / 2, w, h, label=label, ignore=ignore,
+                angle=angle)
 
 
 def _load_voc_folder(folder: Path) -> dict[str, list[Box]]:
@@ -491,8 +561,14 @@ def _load_csv(path: Path, text: str) -> dict[str, list[Box]]:
         msg = f"{path}: the annotation file is empty"
         raise ValueError(msg)
     first = [cell.strip().lower() for cell in rows[0]]
+    angle_column = None
     if tuple(first[:5]) == _CSV_HEADER:
         rows = rows[1:]
+        extra = first[5:]
+        if "angle" in extra:
+            angle_column = 5 + extra.index("angle")
+            label_column = 5 + extra.index("label") if "label" in extra else None
+            return _load_csv_turned(path, rows, angle_column, label_column)
     elif len(first) < 5 or not _is_number(first[1]):
         msg = (
             f"{path}: unknown annotation format (expected COCO JSON, Pascal VOC XML, "
@@ -514,6 +590,29 @@ def _load_csv(path: Path, text: str) -> dict[str, list[Box]]:
             raise ValueError(msg)
         label = cells[5] or None if len(cells) == 6 else None
         image_boxes.append(_box(path, where, *cells[1:5], label=label))
+    return _finish(path, [(key, value, None) for key, value in boxes.items()])
+
+
+def _load_csv_turned(path: Path, rows: list[list[str]], angle_column: int,
+                     label_column: int | None) -> dict[str, list[Box]]:
+    """CSV rows whose header names an ``angle`` column (and maybe ``label``)."""
+    width = 1 + max(angle_column, label_column or 0)
+    boxes: dict[str, list[Box]] = {}
+    for number, row in enumerate(rows, start=1):
+        cells = [cell.strip() for cell in row]
+        where = f"row {number}"
+        if not cells[0]:
+            msg = f"{path}: {where} has no image name"
+            raise ValueError(msg)
+        image_boxes = boxes.setdefault(cells[0], [])
+        if len(cells) == 1 or not any(cells[1:]):
+            continue  # an image with no boxes
+        if len(cells) != width:
+            msg = f"{path}: {where} must have {width} columns like the header, got {len(cells)}"
+            raise ValueError(msg)
+        label = (cells[label_column] or None) if label_column is not None else None
+        angle = cells[angle_column] or None  # an empty angle: an upright box
+        image_boxes.append(_box(path, where, *cells[1:5], label=label, angle=angle))
     return _finish(path, [(key, value, None) for key, value in boxes.items()])
 
 

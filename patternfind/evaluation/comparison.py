@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,10 @@ from patternfind.evaluation.annotations import (
     load_annotations,
 )
 from patternfind.evaluation.metrics import Evaluation, evaluate
-from patternfind.io import load_filter, load_image
+from patternfind.io import image_size, load_filter, load_image
 from patternfind.structures import Box, Filter
 
-__all__ = ["compare", "load_labelled_images"]
+__all__ = ["LabelledImages", "compare", "load_labelled_images"]
 
 
 def compare(
@@ -68,8 +68,9 @@ def compare(
     -------
     list of Evaluation
         One per filter, in order, with ``name``, ``kind`` (the filter's
-        ``meta["kind"]``) and ``seconds_per_image`` (detection only; images
-        are read once beforehand) filled in.
+        ``meta["kind"]``) and ``seconds_per_image`` (detection only; each
+        image is decoded once, outside the timing, and dropped after all the
+        filters have run on it) filled in.
 
     Raises
     ------
@@ -86,20 +87,26 @@ def compare(
         raise ValueError(msg)
     floors = _rank_thresholds(rank_thresholds, loaded, detect_options)
     ground_truth, pixels = load_labelled_images(annotations, images=images)
-    evaluations = []
-    for filter_, (floor, operating) in zip(loaded, floors, strict=True):
-        options = detect_options if floor is None else {**detect_options, "threshold": floor}
-        found, elapsed = {}, 0.0
-        for key, image in pixels.items():
+    found: list[dict[str, list[Any]]] = [{} for _ in loaded]
+    elapsed = [0.0] * len(loaded)
+    # Images outermost: each is decoded once and dropped before the next, so
+    # memory holds one image whatever the number of images and filters.
+    for key in pixels:
+        image = pixels[key]
+        for index, (filter_, (floor, _)) in enumerate(zip(loaded, floors, strict=True)):
+            options = detect_options if floor is None else {**detect_options, "threshold": floor}
             start = time.perf_counter()
-            found[key] = detect(image, filter_, **options)
-            elapsed += time.perf_counter() - start
-        evaluation = evaluate(found, ground_truth, iou=iou, threshold=operating)
+            found[index][key] = detect(image, filter_, **options)
+            elapsed[index] += time.perf_counter() - start
+        del image
+    evaluations = []
+    for index, (filter_, (_, operating)) in enumerate(zip(loaded, floors, strict=True)):
+        evaluation = evaluate(found[index], ground_truth, iou=iou, threshold=operating)
         evaluations.append(replace(
             evaluation,
             name=filter_.name,
             kind=filter_.meta.get("kind"),
-            seconds_per_image=elapsed / len(pixels),
+            seconds_per_image=elapsed[index] / len(pixels),
         ))
     return evaluations
 
@@ -119,7 +126,9 @@ def _rank_thresholds(rank_thresholds: Sequence[float | None] | None, filters: Se
             floors.append((None, None))
             continue
         _, operating = operating_point(filter_, threshold=detect_options.get("threshold"),
-                                       score=detect_options.get("score"))
+                                       score=detect_options.get("score"),
+                                       **{key: detect_options[key] for key in ("polarity", "min_contrast")
+                                          if key in detect_options})
         floor = finite_float(floor, "rank_thresholds")
         if floor > operating:
             msg = (f"`rank_thresholds` {floor:g} of filter {filter_.name!r} is above its "
@@ -129,12 +138,55 @@ def _rank_thresholds(rank_thresholds: Sequence[float | None] | None, filters: Se
     return floors
 
 
+class LabelledImages(Mapping[str, NDArray[Any]]):
+    """Images keyed as their annotations, decoded only when asked for.
+
+    A read-only mapping of key to (H, W[, C]) array. Image files are decoded
+    on access and only the last one is kept, so iterating over the images
+    holds one decoded image at a time (60 photos of 12 megapixels need the
+    memory of one, not 2.5 GB). Arrays given as sources are returned as they are.
+    """
+
+    def __init__(self, sources: Mapping[str, NDArray[Any] | str | Path]) -> None:
+        # another LabelledImages: take its sources, not its (decoded) values
+        self._sources: dict[str, Any] = dict(
+            sources._sources if isinstance(sources, LabelledImages) else sources)
+        self._last: tuple[str, NDArray[Any]] | None = None
+
+    def __getitem__(self, key: str) -> NDArray[Any]:
+        source = self._sources[key]
+        if not isinstance(source, (str, Path)):
+            return np.asarray(source)
+        if self._last is None or self._last[0] != key:
+            self._last = None  # drop the previous image before decoding the next
+            self._last = (key, load_image(source))
+        return self._last[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def size(self, key: str) -> tuple[int, int]:
+        """``(width, height)`` of an image, from its file header when it is a file."""
+
+
+        source = self._sources[key]
+        if isinstance(source, (str, Path)):
+            return image_size(source)
+        shape = np.shape(source)
+        return shape[1], shape[0]
+
+
 def load_labelled_images(
     annotations: Mapping[str, Sequence[Box]] | str | Path,
     *,
     images: Mapping[str, NDArray[Any] | str | Path] | None = None,
-) -> tuple[dict[str, list[Box]], dict[str, NDArray[Any]]]:
-    """Read the images of an annotation set and clip its boxes to them.
+    image_root: str | Path | None = None,
+    allow_outside_root: bool = False,
+) -> tuple[dict[str, list[Box]], LabelledImages]:
+    """The images of an annotation set, and its boxes clipped to them.
 
     Parameters
     ----------
@@ -142,19 +194,28 @@ def load_labelled_images(
         Ground truth, or the annotation file.
     images : mapping of str to array or path, optional
         The images to use, keyed as in ``annotations`` (default: all of them).
+    image_root : str or Path, optional
+        With an annotation file: the folder its image paths are relative to
+        (default: the file's folder); see `patternfind.evaluation.annotations.image_paths`.
+    allow_outside_root : bool
+        With an annotation file: accept image paths outside ``image_root``.
 
     Returns
     -------
     ground_truth : dict of str to list of Box
-        The boxes of the chosen images, clipped to the image size.
-    pixels : dict of str to (H, W[, C]) array
-        The chosen images, as stored.
+        The boxes of the chosen images, clipped to the image size (read from
+        the file headers, without decoding).
+    pixels : LabelledImages
+        Mapping of key to (H, W[, C]) array, as stored; image files are
+        decoded when accessed, one at a time.
     """
     if isinstance(annotations, (str, Path)):
         annotation_path = Path(annotations)
         annotations = load_annotations(annotation_path)
         sources: Mapping[str, Any] = (
-            image_paths(annotations, annotation_path) if images is None else images
+            image_paths(annotations, annotation_path, image_root=image_root,
+                        allow_outside_root=allow_outside_root)
+            if images is None else images
         )
     else:
         sources = {key: Path(key) for key in annotations} if images is None else images
@@ -170,15 +231,14 @@ def load_labelled_images(
     if missing:
         msg = f"{len(missing)} annotated image(s) not found, e.g. {missing[0]}"
         raise ValueError(msg)
-    ground_truth, pixels, clipped = {}, {}, 0
-    for key, source in sources.items():
-        image = load_image(source) if isinstance(source, (str, Path)) else np.asarray(source)
-        height, width = image.shape[:2]
+    pixels = LabelledImages(sources)
+    ground_truth, clipped = {}, 0
+    for key in pixels:
+        width, height = pixels.size(key)
         ground_truth[key], changed = clip_to_image(
             annotations[key], width, height, source=f"annotations of image {key!r}"
         )
         clipped += changed
-        pixels[key] = image
     if clipped:
         warnings.warn(f"clipped {clipped} annotation box(es) that reached outside their image",
                       AnnotationWarning, stacklevel=2)

@@ -24,6 +24,7 @@ Class labels are not compared: evaluate one class at a time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import finite_float
-from patternfind.detection.nms import box_iou  # re-exported: metrics users need it too
+from patternfind.detection.nms import (
+    box_iou,  # re-exported: metrics users need it too
+    rotated_box_iou,
+)
 from patternfind.structures import Box, Detection
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "TRUE_POSITIVE",
     "Evaluation",
     "ImageEvaluation",
+    "angle_error",
     "average_precision",
     "box_iou",
     "evaluate",
@@ -120,6 +125,13 @@ class Evaluation:
         Filter name and kind ("fixed"/"learned"), set by `patternfind.compare`.
     seconds_per_image : float or None
         Mean detection time per image, set by `patternfind.compare`.
+    mean_centre_error : float or None
+        Mean distance in pixels between the centres of the counted true
+        positives and of their true boxes; None without true positives.
+    mean_angle_error : float or None
+        Mean absolute angle difference in degrees (the shorter way round)
+        over the counted true positives whose true box has an angle; None
+        when there is none.
     """
 
     precision: float
@@ -139,6 +151,8 @@ class Evaluation:
     name: str | None = None
     kind: str | None = None
     seconds_per_image: float | None = None
+    mean_centre_error: float | None = None
+    mean_angle_error: float | None = None
 
     def summary(self) -> dict[str, Any]:
         """Plain dict of the scalar results and per-image counts (JSON-ready; NaN becomes None)."""
@@ -159,6 +173,8 @@ class Evaluation:
             "threshold": self.threshold,
             "iou": self.iou,
             "seconds_per_image": number(self.seconds_per_image),
+            "mean_centre_error": number(self.mean_centre_error),
+            "mean_angle_error": number(self.mean_angle_error),
             "images": {
                 key: {
                     "true_positives": image.true_positives,
@@ -182,7 +198,10 @@ def match_detections(
     boxes : sequence of Box
         The true boxes; ``Box.ignore`` marks boxes that count neither way.
     iou : float
-        Minimum intersection over union for a match.
+        Minimum intersection over union for a match. When a box or a
+        detection has an angle, the overlap is that of the turned
+        rectangles (`patternfind.detection.nms.rotated_box_iou`); a box
+        without an angle is upright.
 
     Returns
     -------
@@ -196,10 +215,16 @@ def match_detections(
     matched_box = np.full(count, -1, dtype=np.intp)
     if count == 0 or not boxes:
         return outcome, matched_box
-    overlaps = box_iou(
-        np.array([(d.x, d.y, d.w, d.h) for d in detections], dtype=np.float64),
-        np.array([(b.x, b.y, b.w, b.h) for b in boxes], dtype=np.float64),
-    )
+    if any(b.angle for b in boxes) or any(d.angle for d in detections):
+        overlaps = rotated_box_iou(
+            np.array([(d.x, d.y, d.w, d.h, d.angle) for d in detections], dtype=np.float64),
+            np.array([(b.x, b.y, b.w, b.h, b.angle or 0.0) for b in boxes], dtype=np.float64),
+        )
+    else:
+        overlaps = box_iou(
+            np.array([(d.x, d.y, d.w, d.h) for d in detections], dtype=np.float64),
+            np.array([(b.x, b.y, b.w, b.h) for b in boxes], dtype=np.float64),
+        )
     ignore = np.array([box.ignore for box in boxes], dtype=bool)
     taken = np.zeros(len(boxes), dtype=bool)
     order = np.argsort([-d.score for d in detections], kind="stable")
@@ -217,6 +242,31 @@ def match_detections(
         if absorbed[best] >= 0:
             outcome[index], matched_box[index] = IGNORED, best
     return outcome, matched_box
+
+
+def angle_error(first: float, second: float) -> float:
+    """Absolute difference of two angles in degrees, the shorter way round: in [0, 180]."""
+    difference = abs(float(first) - float(second)) % 360
+    return min(difference, 360 - difference)
+
+
+def _pose_errors(images: Mapping[str, ImageEvaluation]) -> tuple[float | None, float | None]:
+    """Mean centre error (pixels) and mean angle error (degrees) over counted true positives."""
+    centre_errors, angle_errors = [], []
+    for image in images.values():
+        for detection, outcome, box_index, counted in zip(
+            image.detections, image.outcome, image.matched_box, image.counted, strict=True
+        ):
+            if outcome != TRUE_POSITIVE or not counted:
+                continue
+            box = image.boxes[box_index]
+            centre_errors.append(math.hypot(detection.x + detection.w / 2 - box.x - box.w / 2,
+                                            detection.y + detection.h / 2 - box.y - box.h / 2))
+            if box.angle is not None:
+                angle_errors.append(angle_error(detection.angle, box.angle))
+    centre = float(np.mean(centre_errors)) if centre_errors else None
+    angle = float(np.mean(angle_errors)) if angle_errors else None
+    return centre, angle
 
 
 def average_precision(recall: NDArray[Any], precision: NDArray[Any]) -> float:
@@ -337,6 +387,7 @@ def evaluate(
         f1 = float("nan")
     else:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    mean_centre_error, mean_angle_error = _pose_errors(images)
     return Evaluation(
         precision=float(precision),
         recall=float(recall),
@@ -352,6 +403,8 @@ def evaluate(
         images=images,
         threshold=threshold,
         iou=iou,
+        mean_centre_error=mean_centre_error,
+        mean_angle_error=mean_angle_error,
     )
 
 
