@@ -442,3 +442,43 @@ def test_the_cli_offers_every_output_format():
     from patternfind.cli import detect_cmd
 
     assert detect_cmd.FORMATS == FORMATS
+
+
+def _without_timing(summaries):
+    return [{key: value for key, value in s.items() if key not in ("seconds_per_image",)}
+            for s in summaries]
+
+
+def test_compare_and_evaluate_in_parallel_give_the_serial_numbers(capsys):
+    pytest.importorskip("distributed")
+    coins = SAMPLES / "coins"
+    common = ["compare", "--annotations", str(coins / "coins.json"), "--filter",
+              str(coins / "coin.npz"), "--filter", str(coins / "disc.npz"), "--format", "json"]
+    runs = []
+    for extra in ([], ["--jobs", "2"], ["--scheduler", "local", "--jobs", "2"]):
+        assert main([*common, *extra]) == 0
+        runs.append(_without_timing(json.loads(capsys.readouterr().out)))
+    assert runs[0] == runs[1] == runs[2]
+    assert [run["ap"] for run in runs[0]] == pytest.approx([1.0, 0.997], abs=5e-4)
+
+    single = ["evaluate", "--annotations", str(coins / "coins.json"), "--filter",
+              str(coins / "coin.npz"), "--format", "json"]
+    assert main(single) == 0
+    serial = _without_timing([json.loads(capsys.readouterr().out)])
+    assert main([*single, "--jobs", "2"]) == 0
+    assert _without_timing([json.loads(capsys.readouterr().out)]) == serial
+
+
+def test_parallel_compare_names_an_unreadable_image(tmp_path):
+    from patternfind.batch import search_images
+    from patternfind.evaluation import compare
+
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    truth = {"good": [patternfind.Box(192, 93, 22, 14)], "bad": []}
+    images = {"good": str(SAMPLES / "astronaut.png"), "bad": str(bad)}
+    with pytest.raises(ValueError, match="image 'bad': cannot read"):
+        search_images(images, patternfind.load_filter(EYE), {}, jobs=1)
+    (result,) = compare(EYE, {"good": truth["good"]}, images={"good": images["good"]},
+                        search=lambda i, f, o: search_images(i, f, o, jobs=2))
+    assert result.recall == 1.0

@@ -7,7 +7,14 @@ May import: core, layers, detection, evaluation, learn, show.
 results as they come. Dask is imported only when a cluster is asked for.
 """
 
-from patternfind.batch.engine import ImageResult, available_cores, detect_many
+from patternfind.batch.engine import ImageResult, available_cores, detect_many, search_images
 from patternfind.batch.inputs import ExpandedInputs, expand_inputs
 
-__all__ = ["ExpandedInputs", "ImageResult", "available_cores", "detect_many", "expand_inputs"]
+__all__ = [
+    "ExpandedInputs",
+    "ImageResult",
+    "available_cores",
+    "detect_many",
+    "expand_inputs",
+    "search_images",
+]

@@ -15,7 +15,7 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
@@ -33,7 +33,7 @@ from patternfind.detection.detector import operating_point, scan
 from patternfind.show.draw import draw_detections, heatmap
 from patternfind.structures import Detection, Filter
 
-__all__ = ["ImageResult", "available_cores", "detect_many"]
+__all__ = ["ImageResult", "available_cores", "detect_many", "search_images"]
 
 #: Images in flight per worker: enough to keep each worker busy while results
 #: travel back, few enough that memory does not grow with the image count.
@@ -185,6 +185,45 @@ def detect_many(
     if progress:
         results = _with_progress_bar(results, total=len(images))
     yield from results
+
+
+def search_images(images: Mapping[str, ImageSource], filter_: Filter,
+                  options: Mapping[str, Any], *, jobs: int | None = None,
+                  client: Any = None) -> dict[str, list[Detection]]:
+    """One filter over keyed images with `detect_many`: `patternfind.compare`'s ``search``.
+
+    Parameters
+    ----------
+    images : mapping of str to path or (H, W[, C]) array
+        The images, keyed as their annotations.
+    filter_ : Filter
+    options : mapping
+        `patternfind.detect`'s options.
+    jobs, client
+        As in `detect_many`.
+
+    Returns
+    -------
+    dict of str to list of Detection
+        Each key's detections, best first.
+
+    Raises
+    ------
+    ValueError
+        If an image cannot be read or searched (naming its key), as the
+        serial comparison would.
+    """
+    keys = list(images)
+    results = detect_many([images[key] for key in keys], filter_, jobs=jobs, client=client,
+                          ordered=True, **options)
+    found = {}
+    for key, result in zip(keys, results, strict=True):
+        if result.error is not None:
+            results.close()
+            msg = f"image {key!r}: {result.error}"
+            raise ValueError(msg)
+        found[key] = list(result.detections)
+    return found
 
 
 def _task(index: int, image: ImageSource, send_bytes: bool,

@@ -21,8 +21,10 @@ from patternfind.cli._common import (
     check_distinct,
     check_output_file,
     check_output_folder,
+    dask_cluster,
     detection_options,
     output_names,
+    positive_jobs,
 )
 
 __all__ = ["COMMANDS", "build_parser", "run"]
@@ -102,7 +104,7 @@ def build_parser() -> Parser:
                         help="threads per image (default: OpenCV's thread count, "
                              "shared among --jobs)")
     run_group = parser.add_argument_group("many images")
-    run_group.add_argument("--jobs", type=_positive_jobs, default=None, metavar="N",
+    run_group.add_argument("--jobs", type=positive_jobs, default=None, metavar="N",
                            help="worker processes (default: every core for runs of 4 or more images "
                                 "per core; one process otherwise)")
     run_group.add_argument("--scheduler", metavar="ADDRESS",
@@ -138,17 +140,6 @@ def build_parser() -> Parser:
     return parser
 
 
-def _positive_jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"--jobs must be a whole number of processes, 1 or more; got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     from patternfind.batch import available_cores, detect_many, expand_inputs
     from patternfind.batch.outputs import completed_images, open_results
@@ -174,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
             args.format, args.output, images=inputs.paths,
             filter_names=[f.name for f in filters], rotated=options.angles is not None,
             resume=args.resume) as writer, \
-            _cluster(args) as client, _terminate_as_interrupt():
+            dask_cluster(args.scheduler, args.jobs) as client, _terminate_as_interrupt():
         results = detect_many(todo, filters, options=options, jobs=jobs, client=client,
                               progress=show_progress, send_bytes=args.send_bytes,
                               pictures=pictures, max_pixels=args.max_pixels)
@@ -217,20 +208,6 @@ def _check_run_options(args: argparse.Namespace) -> None:
     if args.send_bytes and (args.draw is not None or args.heatmap is not None):
         msg = "--draw and --heatmap write on the workers' filesystem; not with --send-bytes"
         raise UsageError(msg)
-
-
-@contextlib.contextmanager
-def _cluster(args: argparse.Namespace) -> Iterator[Any]:
-    if args.scheduler is None:
-        yield None
-        return
-    from patternfind.batch.cluster import dask_client
-
-    try:
-        with dask_client(args.scheduler, workers=args.jobs) as client:
-            yield client
-    except ImportError as error:
-        raise UsageError(str(error)) from None
 
 
 @contextlib.contextmanager
