@@ -21,9 +21,11 @@ __all__ = [
     "check_folder_writable",
     "check_output_file",
     "check_output_folder",
+    "dask_cluster",
     "detection_options",
     "output_names",
     "pixel_limit",
+    "positive_jobs",
     "size_argument",
 ]
 
@@ -290,3 +292,33 @@ def detection_options(args: argparse.Namespace) -> dict[str, Any]:
         "polarity": args.polarity,
         **({} if args.min_contrast is None else {"min_contrast": args.min_contrast}),
     }
+
+
+# ---------------------------------------------------------------- parallel runs
+
+
+def positive_jobs(text: str) -> int:
+    """``--jobs``: a whole number of worker processes, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"--jobs must be a whole number of processes, 1 or more; got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+@contextlib.contextmanager
+def dask_cluster(scheduler: str | None, jobs: int | None) -> Iterator[Any]:
+    """A Dask client for ``--scheduler`` (None without it), closed when the block ends."""
+    if scheduler is None:
+        yield None
+        return
+    from patternfind.batch.cluster import dask_client
+
+    try:
+        with dask_client(scheduler, workers=jobs) as client:
+            yield client
+    except ImportError as error:
+        raise UsageError(str(error)) from None
