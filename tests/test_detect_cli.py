@@ -1,4 +1,5 @@
-"""The main command, in-process through ``main([...])``: outputs parsed back, errors exit 2."""
+"""The main command, in-process through ``main([...])``: outputs parsed back, usage errors exit 2,
+an image that fails is reported and the run exits 1."""
 
 import csv
 import json
@@ -91,7 +92,6 @@ def test_several_images_and_filters(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([str(SAMPLES / "missing.png"), "--filter", EYE], "not found"),
         ([ASTRONAUT, "--filter", str(SAMPLES / "missing.npy")], "not found"),
         ([ASTRONAUT, "--filter", EYE, "--score", "dot"], "threshold must be given"),
         ([ASTRONAUT, "--filter", EYE, "--threshold", "1.5"], "must be in [-1, 1]"),
@@ -111,41 +111,54 @@ def test_bad_usage_is_one_line_and_exit_2(capsys, args, message):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("kind", ["text", "truncated", "empty"])
-def test_unreadable_images_exit_2(capsys, tmp_path, kind):
+@pytest.mark.parametrize("kind", ["text", "truncated", "empty", "missing"])
+def test_an_unreadable_image_is_reported_and_the_run_exits_1(capsys, tmp_path, kind):
     path = tmp_path / "bad.png"
     if kind == "text":
         path.write_text("this is not an image")
     elif kind == "truncated":
         data = (SAMPLES / "astronaut.png").read_bytes()
         path.write_bytes(data[: len(data) // 3])
-    else:
+    elif kind == "empty":
         path.write_bytes(b"")
-    assert main([str(path), "--filter", EYE]) == 2
-    err = capsys.readouterr().err
-    assert "cannot read" in err
-    assert str(path) in err
+    assert main([str(path), ASTRONAUT, "--filter", EYE]) == 1
+    captured = capsys.readouterr()
+    error_lines = [line for line in captured.err.splitlines() if str(path) in line]
+    assert len(error_lines) == 1
+    assert ("not found" if kind == "missing" else "cannot read") in error_lines[0]
+    assert "Traceback" not in captured.err
+    assert captured.out.count("eye") == 2  # the good image was still searched
+    assert "1 failed" in captured.out
 
 
-def test_colour_filter_on_grey_image_exits_2(capsys, tmp_path):
+def test_colour_filter_on_grey_image_fails_that_image(capsys, tmp_path):
     grey = tmp_path / "grey.png"
     io.save_image(grey, skimage.data.camera())
-    assert main([str(grey), "--filter", EYE]) == 2
+    assert main([str(grey), "--filter", EYE]) == 1
     assert "3 channels but the image is grey" in capsys.readouterr().err
 
 
-def test_filter_larger_than_image_at_every_scale_exits_2(capsys, tmp_path):
+def test_filter_larger_than_image_at_every_scale_fails_that_image(capsys, tmp_path):
     small = tmp_path / "small.png"
     io.save_image(small, skimage.data.astronaut()[:10, :10])
-    assert main([str(small), "--filter", EYE]) == 2
+    assert main([str(small), "--filter", EYE]) == 1
     assert "larger than the image" in capsys.readouterr().err
 
 
-def test_output_file_is_not_left_half_written_on_error(capsys, tmp_path):
+def test_json_output_records_a_failed_image_and_fail_fast_leaves_no_file(capsys, tmp_path):
     output = tmp_path / "found.json"
-    assert main([ASTRONAUT, str(tmp_path / "missing.png"), "--filter", EYE,
-                 "--format", "json", "--output", str(output)]) == 2
-    assert not output.exists()
+    missing = str(tmp_path / "missing.png")
+    assert main([ASTRONAUT, missing, "--filter", EYE, "--format", "json",
+                 "--output", str(output)]) == 1
+    rows = json.loads(output.read_text())
+    assert [row for row in rows if "error" in row] == [
+        {"image": missing, "error": f"image file not found: {missing}"}]
+    assert sum(row.get("label") == "eye" for row in rows) == 2
+    output.unlink()
+    capsys.readouterr()
+    # --fail-fast stops at the failure: the json document is never completed, so never written
+    assert main([missing, ASTRONAUT, "--filter", EYE, "--format", "json",
+                 "--output", str(output), "--fail-fast"]) == 1
     assert list(tmp_path.iterdir()) == []
 
 

@@ -110,7 +110,7 @@ def test_the_scanner_sees_the_imports_it_must_judge() -> None:
     seen = {(i.module, i.function, i.target) for i in ALL_IMPORTS}
     assert ("patternfind.structures", "Filter.load", "patternfind.io") in seen
     assert ("patternfind.detection.detector", None, "patternfind.io") in seen
-    assert ("patternfind.cli.detect_cmd", "run", "patternfind.detection.detector") in seen
+    assert ("patternfind.cli.detect_cmd", "run", "patternfind.batch") in seen
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE.parent)))

@@ -162,7 +162,9 @@ def test_readme_detect_example_prints_the_two_eyes(tmp_path, monkeypatch):
 
 def test_readme_compare_example_prints_the_compare_table(tmp_path, monkeypatch):
     """The Python compare prints the P, R and AP that the README's console table shows."""
-    _, printed = _run_block(1, tmp_path, monkeypatch)
+    compare_block = next(index for index, block in enumerate(_python_blocks())
+                         if "patternfind.compare(" in block)
+    _, printed = _run_block(compare_block, tmp_path, monkeypatch)
     table = _console_rows("compare")
     results = ast.literal_eval(printed.strip())
     assert [name for name, *_ in results] == ["coin", "disc"]

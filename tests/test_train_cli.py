@@ -76,6 +76,35 @@ def test_train_from_annotations_with_hog_and_mining(sheet, tmp_path, capsys):
     assert filter_.weights.shape == (4, 4, 31)  # Felzenszwalb's 31 channels by default
     assert filter_.feature_options["variant"] == "felzenszwalb"
     assert filter_.feature_options["cell"] == 4
+    # the automatic choices, each with its evidence
+    assert "window 16x16: given" in captured.out
+    chosen = filter_.meta["l2_selection"]["chosen"]
+    assert f"l2 {chosen:g} by 5-fold cross-validation" in captured.out
+    # a single image: the threshold falls back to it, and says so
+    assert f"threshold {filter_.threshold:.3f}: best F1 over the training image" in captured.out
+
+
+def test_train_options_reach_train_detector(sheet, tmp_path, capsys):
+    piece = sheet[200:400, 0:400]
+    cv2.imwrite(str(tmp_path / "piece.png"), piece)
+    rows = ["image,x,y,w,h"] + [f"piece.png,{20 * c},{20 * r},20,20"
+                                for r in range(5, 10) for c in range(20)]
+    (tmp_path / "threes.csv").write_text("\n".join(rows) + "\n")
+    output = tmp_path / "three.npz"
+    status = main(["train", "--annotations", str(tmp_path / "threes.csv"), "--window", "16x16",
+                   "--cell", "4", "--mine-rounds", "0", "--jitter", "1", "--negatives-per-image", "30",
+                   "--l2", "0.05", "--folds", "2", "--upsample", "2", "-o", str(output), "--quiet"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    filter_ = Filter.load(output)
+    assert filter_.meta["options"]["l2"] == 0.05
+    assert "l2 0.05 (given)" in captured.out
+    assert filter_.meta["positives"] == 100 * 2 * 2  # each box, a jittered copy, both mirrored
+    assert filter_.meta["negatives"] == 30
+    assert filter_.meta["upsample"] == 2.0
+    # boxes of 20 px upsampled to 40 px on a 16-px window: scale 2.5, back to 1.25 on the input
+    assert filter_.meta["box_scales"] == pytest.approx([1.25, 1.25])
+    assert "a single image" in filter_.meta["threshold_rule"]
 
 
 @pytest.mark.parametrize(
@@ -87,6 +116,12 @@ def test_train_from_annotations_with_hog_and_mining(sheet, tmp_path, capsys):
         (["train", "--pos", "/nonexistent/pos", "--neg", "/nonexistent/neg", "--window", "8x8",
           "-o", "x.npz"], "folder not found"),
         (["train", "--annotations", "a.csv", "--window", "abc", "-o", "x.npz"], "WIDTHxHEIGHT"),
+        (["train", "--annotations", "a.csv", "--l2", "much", "-o", "x.npz"], "auto or a number"),
+        (["train", "--annotations", "a.csv", "--l2", "-1", "-o", "x.npz"], "auto or a number"),
+        (["train", "--annotations", "a.csv", "--folds", "1", "-o", "x.npz"], "--folds must be at least 2"),
+        (["train", "--annotations", "a.csv", "--jitter", "-1", "-o", "x.npz"], "--jitter must be >= 0"),
+        (["train", "--annotations", "a.csv", "--upsample", "0", "-o", "x.npz"],
+         "--upsample must be a positive"),
     ],
 )
 def test_usage_errors_are_one_line(argv, message, capsys):

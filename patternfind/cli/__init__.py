@@ -1,6 +1,6 @@
 """Command-line interface: ``patternfind IMAGE --filter F`` and its sub-commands.
 
-May import: core, layers, detection, evaluation, learn, show.
+May import: core, layers, detection, evaluation, learn, show, batch.
 
 Each sub-command lives in its own module, which exposes ``COMMANDS``: a dict
 mapping the command name to ``(build_parser, run)``, where ``build_parser()``

@@ -21,9 +21,11 @@ __all__ = [
     "check_folder_writable",
     "check_output_file",
     "check_output_folder",
+    "dask_cluster",
     "detection_options",
     "output_names",
     "pixel_limit",
+    "positive_jobs",
     "size_argument",
 ]
 
@@ -254,8 +256,10 @@ def add_detection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--score", choices=("ncc", "dot", "cosine", "shape"), default=None,
                        help="score kind (default: the filter's own, else ncc); shape compares "
                             "gradient directions and survives lighting changes")
-    group.add_argument("--scales", type=_number_pair, default=(0.5, 2.0), metavar="MIN,MAX",
-                       help="object sizes to search, as multiples of the filter size (default 0.5,2)")
+    group.add_argument("--scales", type=_number_pair, default=None, metavar="MIN,MAX",
+                       help="object sizes to search, as multiples of the filter size (default: "
+                            "the box sizes a learned filter was trained on, widened by 1.25 "
+                            "each way; else 0.5,2)")
     group.add_argument("--scale-step", type=float, default=1.1, metavar="S",
                        help="ratio between pyramid levels (default 1.1)")
     group.add_argument("--nms", type=float, default=0.3, metavar="IOU",
@@ -288,3 +292,33 @@ def detection_options(args: argparse.Namespace) -> dict[str, Any]:
         "polarity": args.polarity,
         **({} if args.min_contrast is None else {"min_contrast": args.min_contrast}),
     }
+
+
+# ---------------------------------------------------------------- parallel runs
+
+
+def positive_jobs(text: str) -> int:
+    """``--jobs``: a whole number of worker processes, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"--jobs must be a whole number of processes, 1 or more; got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+@contextlib.contextmanager
+def dask_cluster(scheduler: str | None, jobs: int | None) -> Iterator[Any]:
+    """A Dask client for ``--scheduler`` (None without it), closed when the block ends."""
+    if scheduler is None:
+        yield None
+        return
+    from patternfind.batch.cluster import dask_client
+
+    try:
+        with dask_client(scheduler, workers=jobs) as client:
+            yield client
+    except ImportError as error:
+        raise UsageError(str(error)) from None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io as text_io
-import json
+import contextlib
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,20 @@ from patternfind.cli._common import (
     check_distinct,
     check_output_file,
     check_output_folder,
+    dask_cluster,
     detection_options,
     output_names,
+    positive_jobs,
 )
 
 __all__ = ["COMMANDS", "build_parser", "run"]
 
 # The library (numpy, OpenCV, SciPy) is imported inside the functions that use
 # it, so that building this parser (`patternfind --help`) stays instant.
+
+#: Output formats (`patternfind.batch.outputs` writes them; named here so that
+#: building the parser imports nothing numerical).
+FORMATS = ("table", "jsonl", "csv", "json", "coco")
 
 EXAMPLES = """\
 examples:
@@ -39,11 +46,23 @@ examples:
   patternfind samples/coins/top_left.png samples/coins/bottom.png \\
       --filter samples/coins/coin.npz --draw drawn/     # a folder: one picture per image
   patternfind samples/astronaut.png --filter samples/eye.npy --scales 1,1 --heatmap heat.png
+  patternfind samples/spoons.png --filter samples/spoon.npz --angles 0,360 --scales 1,1 \\
+      --draw found.png                                   # parts at any angle
+  patternfind samples/spoons.png --filter samples/spoon.npz --angles 0,360 --scales 1,1 \\
+      --score shape --polarity ignore                    # gradient shape, either contrast
+
+many images (folders, quoted globs, @list.txt; results written as each image is done):
+  patternfind samples/many --recursive --filter samples/eye.npy --format jsonl \\
+      -o found.jsonl --jobs 2
+  patternfind samples/many --recursive --filter samples/eye.npy --format jsonl \\
+      -o found.jsonl --resume                            # skip the images already in found.jsonl
+  patternfind 'samples/many/*/*.jpg' --filter samples/eye.npy --format csv -o found.csv
 
 Outputs never replace an input file, and their folders are checked before
 the search starts. Images over 179 megapixels are refused before decoding
-(--max-pixels N raises the limit). Add --debug to see the traceback of an
-unexpected error.
+(--max-pixels N raises the limit). An image that cannot be read is reported
+and the run goes on; the exit status is then 1. Add --debug to see the
+traceback of an unexpected error.
 
 sub-commands (each has its own --help):
   patternfind make-filter KIND --size N -o FILE     hand-crafted filter (eye, blob, edge, ...)
@@ -53,10 +72,9 @@ sub-commands (each has its own --help):
   patternfind train ... -o FILE                     learn a filter
 """
 
-FIELDS = ("image", "label", "x", "y", "w", "h", "score", "scale")
-#: With a rotation search (``--angles``) rows also have the angle and the turned box's corners.
-CORNER_FIELDS = ("x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4")
-ROTATED_FIELDS = (*FIELDS, "angle", *CORNER_FIELDS)
+
+#: Without --jobs, worker processes start only for runs of at least this many images per core.
+_IMAGES_PER_CORE_FOR_PROCESSES = 4
 
 
 def build_parser() -> Parser:
@@ -64,22 +82,52 @@ def build_parser() -> Parser:
         prog="patternfind",
         description="Find patterns in images: slide filters over an image pyramid, keep the "
                     "peaks above a threshold, remove overlaps, and print the boxes "
-                    "(x, y = top-left corner; w, h = size; input-image pixels).",
+                    "(x, y = top-left corner; w, h = size; input-image pixels). "
+                    "Images are searched in parallel and each image's results are written "
+                    "as soon as it is done; an unreadable image is reported and skipped.",
         epilog=EXAMPLES,
     )
     add_version(parser)
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to search")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files, folders, quoted glob patterns ('scans/*.tif') or "
+                             "@list.txt (one path per line)")
     parser.add_argument("--filter", action="append", required=True, dest="filters",
                         metavar="F", help="filter file (.npy, .npz or an image); repeatable")
+    parser.add_argument("--recursive", action="store_true",
+                        help="also search the sub-folders of folders (and let ** match them)")
     add_detection_options(parser)
     parser.add_argument("--subpixel", action="store_true",
                         help="refine box positions to sub-pixel precision")
     parser.add_argument("--per-label", action="store_true",
                         help="let boxes of different filters overlap")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="threads to use (default: OpenCV's thread count)")
+                        help="threads per image (default: OpenCV's thread count, "
+                             "shared among --jobs)")
+    run_group = parser.add_argument_group("many images")
+    run_group.add_argument("--jobs", type=positive_jobs, default=None, metavar="N",
+                           help="worker processes (default: every core for runs of 4 or more images "
+                                "per core; one process otherwise)")
+    run_group.add_argument("--scheduler", metavar="ADDRESS",
+                           help="run on a Dask cluster (tcp://host:8786), or 'local' for a "
+                                'local Dask cluster; needs pip install "patternfind[dask]"')
+    run_group.add_argument("--send-bytes", action="store_true",
+                           help="with --scheduler: send file contents to the workers "
+                                "(for clusters without a shared filesystem)")
+    run_group.add_argument("--resume", action="store_true",
+                           help="skip the images already in --output (jsonl or csv) and "
+                                "append the rest")
+    run_group.add_argument("--fail-fast", action="store_true",
+                           help="stop at the first image that fails")
+    run_group.add_argument("--progress", action="store_true",
+                           help="show a progress bar on stderr (default: when stderr is a "
+                                "terminal)")
+    run_group.add_argument("--quiet", action="store_true",
+                           help="no progress bar and no summary")
     output = parser.add_argument_group("output")
-    output.add_argument("--format", choices=("table", "json", "csv", "coco"), default="table")
+    output.add_argument("--format", choices=FORMATS, default="table",
+                        help="table (default); jsonl (one object per image) and csv (one row "
+                             "per detection) are written as images finish and can be resumed; "
+                             "json and coco are written when the run completes")
     output.add_argument("--output", "-o", type=Path, metavar="FILE",
                         help="write the results here instead of stdout")
     output.add_argument("--draw", type=Path, metavar="OUT.png|DIR",
@@ -93,55 +141,114 @@ def build_parser() -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from patternfind import io
-    from patternfind.detection.detector import load_filters, scan
-    from patternfind.show.draw import draw_detections, heatmap
+    from patternfind.batch import available_cores, detect_many, expand_inputs
+    from patternfind.batch.outputs import completed_images, open_results
+    from patternfind.detection import DetectOptions, load_filters
 
-    inputs = [*args.images, *args.filters]
-    draw_paths = _picture_targets(args.draw, "draw", args.images, "detections", inputs)
-    heatmap_paths = _picture_targets(args.heatmap, "heatmap", args.images, "heatmap", inputs)
+    _check_run_options(args)
+    inputs = expand_inputs(args.images, recursive=args.recursive)
+    pictures = _check_outputs(args, list(inputs.paths))
+    filters = load_filters(args.filters)
+    options = DetectOptions(**detection_options(args), subpixel=args.subpixel,
+                            per_label=args.per_label, workers=args.workers)
+    done = completed_images(args.output, args.format) if args.resume else set()
+    todo = [path for path in inputs.paths if path not in done]
+    jobs = args.jobs
+    if jobs is None and args.scheduler is None:
+        # Starting worker processes costs about a second: worth it for a folder, not a few images.
+        jobs = available_cores() if len(todo) >= _IMAGES_PER_CORE_FOR_PROCESSES * available_cores() else 1
+    show_progress = not args.quiet and (args.progress or sys.stderr.isatty())
+    started = time.perf_counter()
+    counts = {"done": 0, "failed": 0, "detections": 0}
+    # The output opens first: a folder that is missing fails before any work starts.
+    with contextlib.suppress(_StoppedAtFailure), open_results(
+            args.format, args.output, images=inputs.paths,
+            filter_names=[f.name for f in filters], rotated=options.angles is not None,
+            resume=args.resume) as writer, \
+            dask_cluster(args.scheduler, args.jobs) as client, _terminate_as_interrupt():
+        results = detect_many(todo, filters, options=options, jobs=jobs, client=client,
+                              progress=show_progress, send_bytes=args.send_bytes,
+                              pictures=pictures, max_pixels=args.max_pixels)
+        for result in results:
+            writer.write(result)
+            counts["detections"] += len(result.detections)
+            if result.ok:
+                counts["done"] += 1
+                continue
+            counts["failed"] += 1
+            if args.format == "table" or args.output is not None:
+                print(f"patternfind: {result.image}: {result.error}", file=sys.stderr)
+            if args.fail_fast:
+                results.close()
+                # Leaving the block by an exception discards a json or coco document
+                # in the making: a stopped run is not a complete one.
+                raise _StoppedAtFailure
+    elapsed = time.perf_counter() - started
+    if not args.quiet and (args.format == "table" or args.output is not None):
+        summary = _summary(counts, len(done), inputs.skipped, elapsed, args)
+        print(summary, file=sys.stdout if args.format == "table" and args.output is None
+              else sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
+class _StoppedAtFailure(Exception):
+    """--fail-fast met a failed image."""
+
+
+def _check_run_options(args: argparse.Namespace) -> None:
+    if args.resume and (args.output is None or args.format not in ("jsonl", "csv")):
+        msg = "--resume needs --format jsonl or csv and an --output file to resume"
+        raise UsageError(msg)
+    if args.send_bytes and args.scheduler is None:
+        msg = "--send-bytes goes with --scheduler"
+        raise UsageError(msg)
+    if args.scheduler is not None and args.jobs is not None and args.scheduler != "local":
+        msg = "--jobs sets local worker processes; a remote --scheduler has its own workers"
+        raise UsageError(msg)
+    if args.send_bytes and (args.draw is not None or args.heatmap is not None):
+        msg = "--draw and --heatmap write on the workers' filesystem; not with --send-bytes"
+        raise UsageError(msg)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C, so that workers stop and no temporary file is left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check_outputs(args: argparse.Namespace, images: list[str]
+                   ) -> Callable[[str], tuple[Path | None, Path | None]] | None:
+    """Check every output against the inputs before any work; return where pictures go."""
+    from patternfind.batch.outputs import coco_mapping_path
+
+    inputs = [*images, *args.filters,
+              *(name[1:] for name in args.images if name.startswith("@"))]
+    draw_paths = _picture_targets(args.draw, "draw", images, "detections", inputs)
+    heatmap_paths = _picture_targets(args.heatmap, "heatmap", images, "heatmap", inputs)
+    mapping = coco_mapping_path(args.output) if args.output and args.format == "coco" else None
     if args.output is not None:
         check_output_file(args.output, "--output", inputs)
-        if args.format == "coco":
-            check_output_file(_mapping_path(args.output), "--output (its id mapping)", inputs)
-    check_distinct([*(draw_paths or []), *(heatmap_paths or []), args.output,
-                    _mapping_path(args.output) if args.output and args.format == "coco" else None])
-    filters = load_filters(args.filters)
-    options = detection_options(args)
-    started = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    for index, image_path in enumerate(args.images):
-        image = io.load_image(image_path)
-        detections, level_maps = scan(
-            image, filters, **options, subpixel=args.subpixel, per_label=args.per_label,
-            workers=args.workers, keep_maps=args.heatmap is not None,
-        )
-        rows.extend(_row(image_path, d, rotated=args.angles is not None) for d in detections)
-        if draw_paths is not None:
-            _save_picture(draw_paths[index], draw_detections(image, detections))
-        if heatmap_paths is not None:
-            normalised = all((args.score or f.score or "ncc") != "dot" for f in filters) and all(
-                f.features == "pixels" for f in filters)
-            picture = heatmap(image.shape, level_maps, value_range=(-1, 1) if normalised else None)
-            _save_picture(heatmap_paths[index], picture)
-        del image, level_maps  # one image in memory at a time
-    elapsed = time.perf_counter() - started
-    args.filter_names = [f.name for f in filters]
-    _write(_format(rows, args.format, args), args.output)
-    if args.format == "table" or args.output is not None:
-        print(_summary(rows, len(args.images), elapsed, args), file=sys.stderr
-              if args.format != "table" else sys.stdout)
-    return 0
-
-
-def _row(image_path: str, detection: Any, *, rotated: bool) -> dict[str, Any]:
-    """One output row; the angle and corners only with a rotation search."""
-    row = {"image": image_path, **detection.to_dict()}
-    if not rotated:
-        row.pop("angle")
-        return row
-    row["corners"] = [list(corner) for corner in detection.corners]
-    return row
+        if mapping is not None:
+            check_output_file(mapping, "--output (its id mapping)", inputs)
+    check_distinct([*(draw_paths or []), *(heatmap_paths or []), args.output, mapping])
+    if draw_paths is None and heatmap_paths is None:
+        return None
+    draw = dict(zip(images, draw_paths or [], strict=False))
+    heat = dict(zip(images, heatmap_paths or [], strict=False))
+    for path in [*draw.values(), *heat.values()]:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a --draw folder, created as promised
+    return lambda image: (draw.get(image), heat.get(image))
 
 
 def _picture_targets(target: Path | None, flag: str, images: list[str], kind: str,
@@ -173,106 +280,22 @@ def _picture_targets(target: Path | None, flag: str, images: list[str], kind: st
     return paths
 
 
-def _save_picture(path: Path, picture: Any) -> None:
-    from patternfind import io
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    io.save_image(path, picture)
-
-
-def _mapping_path(output: Path) -> Path:
-    """The COCO id mapping written beside ``--output``."""
-    return output.with_name(output.stem + ".mapping.json")
-
-
-def _format(rows: list[dict[str, Any]], kind: str, args: argparse.Namespace) -> str:
-    if kind == "json":
-        return json.dumps(rows, indent=2) + "\n"
-    if kind == "csv":
-        buffer = text_io.StringIO()
-        rotated = args.angles is not None
-        writer = csv.DictWriter(buffer, fieldnames=ROTATED_FIELDS if rotated else FIELDS,
-                                lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            flat = {key: value for key, value in row.items() if key != "corners"}
-            if rotated:
-                flat.update(zip(CORNER_FIELDS, (v for corner in row["corners"] for v in corner),
-                                strict=True))
-            writer.writerow(flat)
-        return buffer.getvalue()
-    if kind == "coco":
-        return _coco(rows, args)
-    return _table(rows)
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
-    rotated = "angle" in rows[0]
-    header = f"{'image':<24} {'label':<14} {'x':>8} {'y':>8} {'w':>7} {'h':>7} {'score':>7} {'scale':>6}"
-    lines = [header + (f" {'angle':>7}" if rotated else "")]
-    for row in rows:
-        lines.append(
-            f"{_clip(str(row['image']), 24):<24} {_clip(row['label'], 14):<14} "
-            f"{row['x']:8.1f} {row['y']:8.1f} {row['w']:7.1f} {row['h']:7.1f} "
-            f"{row['score']:7.3f} {row['scale']:6.2f}"
-            + (f" {row['angle']:7.2f}" if rotated else "")
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else "…" + text[-(width - 1):]
-
-
-def _coco(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    """COCO results (image_id, category_id, bbox, score); the id mapping goes beside it."""
-    from patternfind.io import write_text
-
-    image_ids = {path: index for index, path in enumerate(args.images, start=1)}
-    labels = sorted(set(args.filter_names) | {row["label"] for row in rows})
-    category_ids = {label: index for index, label in enumerate(labels, start=1)}
-    results = [
-        {
-            "image_id": image_ids[row["image"]],
-            "category_id": category_ids[row["label"]],
-            "bbox": [row["x"], row["y"], row["w"], row["h"]],
-            "score": row["score"],
-        }
-        for row in rows
-    ]
-    mapping = {
-        "images": [{"id": i, "file_name": p} for p, i in image_ids.items()],
-        "categories": [{"id": i, "name": name} for name, i in category_ids.items()],
-    }
-    if args.output is not None:
-        mapping_path = _mapping_path(args.output)
-        write_text(mapping_path, json.dumps(mapping, indent=2) + "\n")
-        print(f"image and category ids: {mapping_path}", file=sys.stderr)
-    else:
-        print(f"# id mapping: {json.dumps(mapping)}", file=sys.stderr)
-    return json.dumps(results, indent=2) + "\n"
-
-
-def _write(text: str, output: Path | None) -> None:
-    from patternfind.io import write_text
-
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        write_text(output, text)
-
-
-def _summary(rows: list[dict[str, Any]], image_count: int, elapsed: float,
+def _summary(counts: dict[str, int], skipped: int, ignored: int, elapsed: float,
              args: argparse.Namespace) -> str:
-    images = "1 image" if image_count == 1 else f"{image_count} images"
-    if not rows:
-        return (f"no detections in {images} ({elapsed:.2f} s); "
-                "a lower --threshold or wider --scales may find more")
-    found = "1 detection" if len(rows) == 1 else f"{len(rows)} detections"
+    processed = counts["done"] + counts["failed"]
+    images = "1 image" if processed == 1 else f"{processed} images"
+    notes = [f"{counts['failed']} failed"] if counts["failed"] else []
+    if skipped:
+        notes.append(f"{skipped} skipped as already in {args.output}")
+    if ignored:
+        notes.append(f"{ignored} non-image file{'s' if ignored > 1 else ''} ignored")
+    tail = f"; {', '.join(notes)}" if notes else ""
+    if not counts["detections"]:
+        hint = "" if counts["failed"] else "; a lower --threshold or wider --scales may find more"
+        return f"no detections in {images} ({elapsed:.2f} s){tail}{hint}"
+    found = "1 detection" if counts["detections"] == 1 else f"{counts['detections']} detections"
     where = f" written to {args.output}" if args.output is not None else ""
-    return f"{found} in {images} ({elapsed:.2f} s){where}"
+    return f"{found} in {images} ({elapsed:.2f} s){where}{tail}"
 
 
 COMMANDS = {"detect": (build_parser, run)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -18,8 +19,10 @@ from patternfind.cli._common import (
     add_version,
     check_output_file,
     check_output_folder,
+    dask_cluster,
     detection_options,
     output_names,
+    positive_jobs,
 )
 
 __all__ = [
@@ -80,6 +83,11 @@ def _add_common(parser: Parser) -> None:
                              "climb out of the image root with '..'")
     add_detection_options(parser)
     add_max_pixels(parser)
+    parser.add_argument("--jobs", type=positive_jobs, default=None, metavar="N",
+                        help="worker processes for the detection (default: this process only)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="detect on a Dask cluster (tcp://host:8786, or 'local'); "
+                             'needs pip install "patternfind[dask]"')
     add_version(parser)
 
 
@@ -223,9 +231,15 @@ def _run(args: argparse.Namespace, filters: list[Any], sources: dict[str, Path]
         warnings.simplefilter("always", AnnotationWarning)
         ground_truth, pixels = load_labelled_images(args.loaded_annotations, images=sources)
     _print_warnings(args, caught)
-    evaluations = compare(filters, ground_truth, images=pixels, iou=args.iou,
-                          rank_thresholds=getattr(args, "rank_thresholds", None),
-                          **detection_options(args))
+    with dask_cluster(args.scheduler, args.jobs) as client:
+        search = None
+        if client is not None or (args.jobs or 1) > 1:
+            from patternfind.batch import search_images
+
+            search = functools.partial(search_images, jobs=args.jobs, client=client)
+        evaluations = compare(filters, ground_truth, images=pixels, iou=args.iou,
+                              rank_thresholds=getattr(args, "rank_thresholds", None),
+                              search=search, **detection_options(args))
     return evaluations, pixels
 
 

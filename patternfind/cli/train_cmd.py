@@ -85,9 +85,23 @@ def build_parser() -> Parser:
                         help="rounds of hard-negative mining (annotations only; default 2)")
     parser.add_argument("--no-flip", action="store_true",
                         help="do not add left-right mirrored positives (annotations only)")
+    parser.add_argument("--jitter", type=int, default=0, metavar="N",
+                        help="extra shifted and scaled copies of every box (annotations only; "
+                             "default 0)")
+    parser.add_argument("--negatives-per-image", type=int, default=20, metavar="N",
+                        help="random background windows per image (annotations only; default 20)")
+    parser.add_argument("--hard-negatives-per-image", type=int, default=20, metavar="N",
+                        help="mined windows per image and round (annotations only; default 20)")
+    parser.add_argument("--upsample", type=float, default=None, metavar="F",
+                        help="enlarge every annotated image by F before training (e.g. 2 for "
+                             "faces smaller than the window); the filter is scaled back, so "
+                             "it detects on the original images")
     parser.add_argument("--loss", choices=("logistic", "hinge"), default="logistic")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty weight (default 1e-3)")
+    parser.add_argument("--l2", type=_l2, default="auto", metavar="auto|VALUE",
+                        help="L2 penalty weight, or auto: chosen by cross-validation (default)")
+    parser.add_argument("--folds", type=int, default=5, metavar="K",
+                        help="cross-validation folds for --l2 auto and the threshold (default 5)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: automatic)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="maximum epochs (default: enough for about 3000 gradient steps, "
@@ -137,6 +151,20 @@ def _layers(text: str) -> list[dict[str, Any]]:
     return specs
 
 
+def _l2(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"expected auto or a number >= 0, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not (math.isfinite(value) and value >= 0):
+        msg = f"expected auto or a number >= 0, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     """Train, save, and print the summary."""
     from patternfind.learn import train_detector, train_filter
@@ -178,7 +206,8 @@ def run(args: argparse.Namespace) -> int:
 
         options = {**(DETECTOR_HOG_OPTIONS if not folders else {}), **given}
     common = {"loss": args.loss, "optimizer": args.optimizer, "l2": args.l2, "lr": args.lr,
-              "epochs": args.epochs, "seed": args.seed, "progress": not args.quiet,
+              "epochs": args.epochs, "seed": args.seed, "folds": args.folds,
+              "progress": not args.quiet,
               "features": features, "feature_options": options,
               "name": args.name or output.stem}
     started = time.perf_counter()
@@ -200,8 +229,15 @@ def _check_numbers_early(args: argparse.Namespace) -> None:
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         msg = f"--lr must be a positive number, got {args.lr}"
         raise UsageError(msg)
-    if not (math.isfinite(args.l2) and args.l2 >= 0):
-        msg = f"--l2 must be a number >= 0, got {args.l2}"
+    if args.folds < 2:
+        msg = f"--folds must be at least 2, got {args.folds}"
+        raise UsageError(msg)
+    for flag in ("jitter", "negatives_per_image", "hard_negatives_per_image"):
+        if getattr(args, flag) < 0:
+            msg = f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}"
+            raise UsageError(msg)
+    if args.upsample is not None and not (math.isfinite(args.upsample) and args.upsample > 0):
+        msg = f"--upsample must be a positive number, got {args.upsample}"
         raise UsageError(msg)
     if args.seed < 0:
         msg = f"--seed must be >= 0, got {args.seed}"
@@ -243,7 +279,10 @@ def _train_from_annotations(args: argparse.Namespace, common: dict[str, Any],
     print(f"{boxes} boxes on {len(annotations)} images", file=sys.stderr)
     return train_detector({key: str(path) for key, path in paths.items()}, annotations,
                           window=args.window, mine_rounds=args.mine_rounds,
-                          flip=not args.no_flip, **common)
+                          flip=not args.no_flip, jitter=args.jitter,
+                          negatives_per_image=args.negatives_per_image,
+                          hard_negatives_per_image=args.hard_negatives_per_image,
+                          upsample=args.upsample, **common)
 
 
 def _summary(filter_: Any, output: Path, seconds: float) -> str:
@@ -267,7 +306,30 @@ def _summary(filter_: Any, output: Path, seconds: float) -> str:
         lines.append(f"{meta['positives']} positives, {meta['negatives']} negatives "
                      f"(hard negatives mined per round: {mined}); box scales "
                      f"{meta['box_scales'][0]:.2f}-{meta['box_scales'][1]:.2f} of the window")
+    lines.extend(_choices(filter_))
     return "\n".join(lines)
+
+
+def _choices(filter_: Any) -> list[str]:
+    """The automatic choices, each with the evidence it rests on."""
+    meta = filter_.meta
+    height, width = filter_.window
+    lines = []
+    if "window_rule" in meta:
+        lines.append(f"window {width}x{height}: {meta['window_rule']}")
+    selection = meta.get("l2_selection")
+    if selection:
+        scores = ", ".join(f"{l2:g}: AP {ap:.3f} loss {loss:.4f}" for l2, ap, loss in
+                           zip(selection["grid"], selection["cv_ap"], selection["cv_loss"],
+                               strict=True))
+        lines.append(f"l2 {selection['chosen']:g} by {selection['folds']}-fold cross-validation "
+                     f"({selection['rule']}; {scores})")
+    else:
+        lines.append(f"l2 {meta['options']['l2']:g} (given)")
+    rule = meta.get("threshold_rule", "best F1 on the validation split")
+    cv_ap = f", cross-validated AP {meta['cv_ap']:.3f}" if "cv_ap" in meta else ""
+    lines.append(f"threshold {filter_.threshold:.3f}: {rule}{cv_ap}")
+    return lines
 
 
 COMMANDS = {"train": (build_parser, run)}

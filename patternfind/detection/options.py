@@ -8,6 +8,7 @@ added in one place.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,12 @@ from patternfind.detection.pyramid import pyramid_scales
 from patternfind.detection.rotation import angle_range, check_angle_step
 from patternfind.detection.shape import DEFAULT_MIN_CONTRAST, POLARITIES
 
-__all__ = ["DetectOptions"]
+__all__ = ["DEFAULT_SCALES", "SCALE_MARGIN", "DetectOptions", "filter_scales"]
+
+#: Scales searched for a filter that does not know its own (hand-made, or saved before 0.2).
+DEFAULT_SCALES = (0.5, 2.0)
+#: A learned filter searches its trained box scales widened by this factor each way.
+SCALE_MARGIN = 1.25
 
 
 @dataclass(frozen=True)
@@ -41,9 +47,12 @@ class DetectOptions:
         ``"shape"`` compares gradient directions
         (`patternfind.detection.shape`); its default threshold is 0.7
         (0.85 with ``polarity="ignore"``).
-    scales : (min, max) of float
+    scales : (min, max) of float, optional
         Object sizes to search, as multiples of the filter size. ``(1, 1)``
-        scans the input size only.
+        scans the input size only. Default: per filter, the range it was
+        trained for (``meta["search_scales"]``, set by `train_detector`: its
+        box sizes widened by `SCALE_MARGIN` each way), else `DEFAULT_SCALES`
+        (0.5 to 2); see `filter_scales`.
     scale_step : float
         Ratio between pyramid levels (> 1).
     nms_iou : float
@@ -76,7 +85,7 @@ class DetectOptions:
 
     threshold: float | None = None
     score: str | None = None
-    scales: tuple[float, float] = (0.5, 2.0)
+    scales: tuple[float, float] | None = None
     scale_step: float = 1.1
     nms_iou: float = 0.3
     per_label: bool = False
@@ -89,7 +98,9 @@ class DetectOptions:
     min_contrast: float = DEFAULT_MIN_CONTRAST
 
     def __post_init__(self) -> None:
-        pyramid_scales(self.scales, scale_step=self.scale_step)  # raises on a bad range or step
+        # raises on a bad range or step
+        pyramid_scales(DEFAULT_SCALES if self.scales is None else self.scales,
+                       scale_step=self.scale_step)
         nms_iou = finite_float(self.nms_iou, "nms_iou")
         if not 0 <= nms_iou <= 1:
             msg = f"`nms_iou` must be in [0, 1], got {self.nms_iou!r}"
@@ -136,3 +147,22 @@ class DetectOptions:
             msg = f"unexpected keyword argument(s) {unknown}; detection options are {', '.join(fields)}"
             raise TypeError(msg)
         return dataclasses.replace(options, **keywords) if keywords else options
+
+
+def filter_scales(filter_: Any, scales: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The (min, max) object scales to search with ``filter_``.
+
+    An explicit ``scales`` wins. Otherwise a filter whose ``meta`` holds
+    ``search_scales`` searches that range (`train_detector` records its
+    training boxes' range widened by `SCALE_MARGIN` each way); any other
+    filter, hand-made or saved by patternfind 0.1, searches `DEFAULT_SCALES`.
+    """
+    if scales is not None:
+        low, high = scales
+        return float(low), float(high)
+    trained = getattr(filter_, "meta", {}).get("search_scales")
+    if (isinstance(trained, (list, tuple)) and len(trained) == 2
+            and all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in trained)
+            and trained[0] <= trained[1]):
+        return float(trained[0]), float(trained[1])
+    return DEFAULT_SCALES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,14 @@ from patternfind.evaluation.annotations import (
 )
 from patternfind.evaluation.metrics import Evaluation, evaluate
 from patternfind.io import image_size, load_filter, load_image
-from patternfind.structures import Box, Filter
+from patternfind.structures import Box, Detection, Filter
 
 __all__ = ["LabelledImages", "compare", "load_labelled_images"]
 
+
+#: Runs one filter over a mapping of images: ``search(images, filter_, options)``
+#: returns ``{key: [Detection, ...]}`` (see `compare`).
+Search = Callable[[Mapping[str, Any], Filter, Mapping[str, Any]], dict[str, list[Detection]]]
 
 def compare(
     filters: Filter | str | Path | Sequence[Filter | str | Path],
@@ -34,6 +38,7 @@ def compare(
     images: Mapping[str, NDArray[Any] | str | Path] | None = None,
     iou: float = 0.5,
     rank_thresholds: Sequence[float | None] | None = None,
+    search: Search | None = None,
     **detect_options: Any,
 ) -> list[Evaluation]:
     """Detect with each filter on the same images and evaluate each against the ground truth.
@@ -59,6 +64,13 @@ def compare(
         Default (or None for a filter): the operating threshold, so AP only
         ranks the detections above it, and a filter with a high threshold gets
         a PR curve cut short at its operating recall.
+    search : callable, optional
+        ``search(images, filter_, options) -> {key: [Detection, ...]}``: runs
+        one filter over all the images (a mapping of key to path or array)
+        with `patternfind.detect`'s ``options``, for example in parallel with
+        `patternfind.batch.search_images`. It must raise on an image it cannot
+        read. Default: `patternfind.detect` on one image after another, in
+        this process.
     **detect_options
         Passed to `patternfind.detect` unchanged for every filter
         (``threshold``, ``score``, ``scales``, ``scale_step``, ``nms_iou``,
@@ -68,9 +80,11 @@ def compare(
     -------
     list of Evaluation
         One per filter, in order, with ``name``, ``kind`` (the filter's
-        ``meta["kind"]``) and ``seconds_per_image`` (detection only; each
-        image is decoded once, outside the timing, and dropped after all the
-        filters have run on it) filled in.
+        ``meta["kind"]``) and ``seconds_per_image`` filled in. Without
+        ``search`` this is detection only: each image is decoded once, outside
+        the timing, and dropped after all the filters have run on it. With
+        ``search`` it is the wall time of the filter's whole run over the
+        images (reading included) divided by their number.
 
     Raises
     ------
@@ -87,18 +101,14 @@ def compare(
         raise ValueError(msg)
     floors = _rank_thresholds(rank_thresholds, loaded, detect_options)
     ground_truth, pixels = load_labelled_images(annotations, images=images)
-    found: list[dict[str, list[Any]]] = [{} for _ in loaded]
-    elapsed = [0.0] * len(loaded)
-    # Images outermost: each is decoded once and dropped before the next, so
-    # memory holds one image whatever the number of images and filters.
-    for key in pixels:
-        image = pixels[key]
-        for index, (filter_, (floor, _)) in enumerate(zip(loaded, floors, strict=True)):
-            options = detect_options if floor is None else {**detect_options, "threshold": floor}
+    if search is None:
+        found, elapsed = _image_by_image(pixels, loaded, floors, detect_options)
+    else:
+        found, elapsed = [], []
+        for filter_, (floor, _) in zip(loaded, floors, strict=True):
             start = time.perf_counter()
-            found[index][key] = detect(image, filter_, **options)
-            elapsed[index] += time.perf_counter() - start
-        del image
+            found.append(search(pixels.sources, filter_, _ranked(detect_options, floor)))
+            elapsed.append(time.perf_counter() - start)
     evaluations = []
     for index, (filter_, (_, operating)) in enumerate(zip(loaded, floors, strict=True)):
         evaluation = evaluate(found[index], ground_truth, iou=iou, threshold=operating)
@@ -109,6 +119,30 @@ def compare(
             seconds_per_image=elapsed[index] / len(pixels),
         ))
     return evaluations
+
+
+def _ranked(detect_options: Mapping[str, Any], floor: float | None) -> dict[str, Any]:
+    """The detection options with the threshold lowered to ``floor`` for ranking."""
+    return dict(detect_options) if floor is None else {**detect_options, "threshold": floor}
+
+
+def _image_by_image(pixels: LabelledImages, filters: Sequence[Filter],
+                    floors: Sequence[tuple[float | None, float | None]],
+                    detect_options: Mapping[str, Any],
+                    ) -> tuple[list[dict[str, list[Detection]]], list[float]]:
+    """Every filter on every image, images outermost; detections and detection seconds."""
+    found: list[dict[str, list[Detection]]] = [{} for _ in filters]
+    elapsed = [0.0] * len(filters)
+    # Each image is decoded once and dropped before the next, so memory holds
+    # one image whatever the number of images and filters.
+    for key in pixels:
+        image = pixels[key]
+        for index, (filter_, (floor, _)) in enumerate(zip(filters, floors, strict=True)):
+            start = time.perf_counter()
+            found[index][key] = detect(image, filter_, **_ranked(detect_options, floor))
+            elapsed[index] += time.perf_counter() - start
+        del image
+    return found, elapsed
 
 
 def _rank_thresholds(rank_thresholds: Sequence[float | None] | None, filters: Sequence[Filter],
@@ -165,13 +199,16 @@ class LabelledImages(Mapping[str, NDArray[Any]]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._sources)
 
+    @property
+    def sources(self) -> dict[str, NDArray[Any] | str | Path]:
+        """Where each image comes from: its file, or the array given."""
+        return dict(self._sources)
+
     def __len__(self) -> int:
         return len(self._sources)
 
     def size(self, key: str) -> tuple[int, int]:
         """``(width, height)`` of an image, from its file header when it is a file."""
-
-
         source = self._sources[key]
         if isinstance(source, (str, Path)):
             return image_size(source)

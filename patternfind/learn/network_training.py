@@ -44,6 +44,7 @@ _DEFAULT_EPOCHS = 40  # early stopping usually ends sooner ...
 _MIN_STEPS = 500  # ... but small sets get enough epochs for this many steps
 _MAX_EPOCHS = 200
 _CHUNK = 2048  # windows per forward pass when scoring (bounds memory)
+_NETWORK_L2 = 1e-3  # l2="auto" for a network (see fit_network)
 _STALL = 3  # epochs without a better training loss before the rate is halved
 
 NetworkLike = Network | Sequence[Layer | Mapping[str, Any]] | None
@@ -109,7 +110,7 @@ def fit_network(
     network : Network
         Trained in place from its current weights.
     options : FitOptions, optional
-        As for `fit_linear`. Default learning rate: 0.01 for Adam, 0.001 for
+        As for `fit_linear`; ``l2="auto"`` means 1e-3 here. Default learning rate: 0.01 for Adam, 0.001 for
         SGD; default epochs 40 (more on small sets, for at least 500 steps).
     groups : (N,) int array, optional
         Near-copies that must stay on one side of the validation split.
@@ -131,7 +132,10 @@ def fit_network(
         learning rate to lower.
     """
     options = options or FitOptions()
-    loss, l2, optimizer, seed = options.loss, options.l2, options.optimizer, options.seed
+    loss, optimizer, seed = options.loss, options.optimizer, options.seed
+    # "auto" cross-validates the strength for linear filters; a network would need a
+    # training run per fold and strength, so it takes the fixed default
+    l2 = _NETWORK_L2 if options.l2 == "auto" else float(options.l2)
     patches = np.ascontiguousarray(patches, dtype=np.float32)
     y = np.ascontiguousarray(y, dtype=np.float32)
     rng = np.random.default_rng(seed)

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from patternfind._validation import finite_float, non_negative_int, one_of, positive_int
 from patternfind.evaluation.metrics import best_f1_threshold
 
-__all__ = ["LOSSES", "OPTIMIZERS", "FitOptions", "fit_linear", "loss_forward", "objective"]
+__all__ = ["L2_GRID", "LOSSES", "OPTIMIZERS", "FitOptions", "fit_linear", "loss_forward", "objective"]
 
 LOSSES = ("logistic", "hinge")
 OPTIMIZERS = ("adam", "sgd")
@@ -38,6 +38,9 @@ _DEFAULT_STEPS = 3000  # default epochs: at least 100, and enough for this many 
 _MAX_EPOCHS = 1000  # ... but no more than this
 _PATIENCE = 8  # epochs without a better validation loss before stopping
 _MIN_PROGRESS = 1e-5  # relative decrease of the training loss per epoch below which lr halves
+#: The L2 strengths that ``l2="auto"`` chooses from (features are centred, not scaled).
+L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+_CONVERGED = 1e-4
 _DIVERGED = 1e3  # the loss has diverged once it exceeds this many times its starting value
 
 Progress = bool | Callable[[int, int, float], None]
@@ -51,8 +54,11 @@ class FitOptions:
     ----------
     loss : {"logistic", "hinge"}
         Per-sample loss (see the module docstring).
-    l2 : float, default 1e-3
-        Weight of the L2 penalty ``(l2 / 2) ‖w‖²`` (≥ 0).
+    l2 : float or "auto", default "auto"
+        Weight of the L2 penalty ``(l2 / 2) ‖w‖²`` (≥ 0). ``"auto"`` picks it
+        from `L2_GRID` by cross-validation over ``folds`` folds
+        (`patternfind.learn.selection.choose_l2`); `train_filter` and
+        `train_detector` resolve it, `fit_linear` needs a number.
     optimizer : {"adam", "sgd"}
         Adam (β = 0.9, 0.999), or SGD with momentum 0.9 (not Nesterov).
     lr : float, optional
@@ -72,6 +78,9 @@ class FitOptions:
     seed : int, default 0
         Seeds `numpy.random.default_rng` for the split and the batch order; the
         same inputs and seed give the same filter.
+    folds : int, default 5
+        Cross-validation folds for ``l2="auto"`` and for the threshold
+        (whole groups or images per fold; fewer when there are fewer groups).
     progress : bool or callable, default False
         True draws a progress bar on stderr; a callable is called as
         ``progress(epoch, max_epochs, train_loss)`` after every epoch. A
@@ -79,21 +88,29 @@ class FitOptions:
     """
 
     loss: str = "logistic"
-    l2: float = 1e-3
+    l2: float | str = "auto"
     optimizer: str = "adam"
     lr: float | None = None
     epochs: int | None = None
     batch_size: int | None = 256
     val_fraction: float = 0.2
     seed: int = 0
+    folds: int = 5
     progress: Progress = False
 
     def __post_init__(self) -> None:
         one_of(self.loss, "loss", LOSSES)
         one_of(self.optimizer, "optimizer", OPTIMIZERS)
-        l2 = finite_float(self.l2, "l2")
-        if l2 < 0:
-            msg = f"`l2` must be ≥ 0, got {l2!r}"
+        if self.l2 != "auto":
+            if isinstance(self.l2, str):
+                msg = f"`l2` must be a number ≥ 0 or 'auto', got {self.l2!r}"
+                raise ValueError(msg)
+            l2 = finite_float(self.l2, "l2")
+            if l2 < 0:
+                msg = f"`l2` must be ≥ 0 or 'auto', got {l2!r}"
+                raise ValueError(msg)
+        if positive_int(self.folds, "folds") < 2:
+            msg = f"`folds` must be at least 2, got {self.folds!r}"
             raise ValueError(msg)
         if self.epochs is not None:
             positive_int(self.epochs, "epochs")
@@ -238,7 +255,12 @@ def fit_linear(
         listed in `train_filter`.
     """
     options = FitOptions.build(options, fit_options)
-    loss, l2, optimizer, lr = options.loss, options.l2, options.optimizer, options.lr
+    if options.l2 == "auto":
+        msg = ("`l2='auto'` is chosen by cross-validation in train_filter and train_detector "
+               "(or patternfind.learn.selection.choose_l2); fit_linear needs a number")
+        raise ValueError(msg)
+    loss, optimizer, lr = options.loss, options.optimizer, options.lr
+    l2 = float(options.l2)
     epochs, batch_size, seed = options.epochs, options.batch_size, options.seed
     val_fraction, progress = options.val_fraction, options.progress
     X = np.ascontiguousarray(X, dtype=np.float32)
@@ -282,6 +304,9 @@ def fit_linear(
     best = (math.inf, w.copy(), b, 0)
     previous = initial
     report, finish = _progress_reporter(progress, max_epochs)
+    # Without a validation split the "validation" loss is the smooth training loss, which
+    # creeps down for ever: stop once it gains less than this share per _PATIENCE epochs.
+    tolerance = _CONVERGED if len(val) == 0 else 1e-6
     for epoch in range(1, max_epochs + 1):
         average_w, average_b = np.zeros_like(w), 0.0
         for first in rng.permutation(starts):  # ... visited in a new order every epoch
@@ -305,7 +330,7 @@ def fit_linear(
         history.append(value)
         val_history.append(val_value)
         report(epoch, value)
-        if best[3] == 0 or val_value < best[0] - 1e-6 * abs(best[0]):
+        if best[3] == 0 or val_value < best[0] - tolerance * abs(best[0]):
             best = (val_value, w.copy(), b, epoch)
         if value > previous * (1 - _MIN_PROGRESS):  # too little progress: anneal the rate
             state.lr *= 0.5

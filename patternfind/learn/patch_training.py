@@ -8,12 +8,16 @@ fits ``⟨w, φ(x)⟩ + b``. The detector computes exactly this score with
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from patternfind._validation import one_of
+from patternfind.evaluation.metrics import best_f1_threshold
 from patternfind.layers.features import (
     FEATURE_KINDS,
     feature_cell,
@@ -24,11 +28,12 @@ from patternfind.layers.features import (
     feature_options as complete_feature_options,  # the name is a parameter here
 )
 from patternfind.learn.network_training import NetworkLike, build_network, fit_network
-from patternfind.learn.optimize import FitOptions, fit_linear
+from patternfind.learn.optimize import L2_GRID, FitOptions, fit_linear
 from patternfind.learn.patches import check_labels, check_patches
+from patternfind.learn.selection import assign_folds, choose_l2
 from patternfind.structures import Filter
 
-__all__ = ["make_filter", "train_filter"]
+__all__ = ["check_groups", "fit_with_selection", "make_filter", "train_filter"]
 
 
 def train_filter(
@@ -38,6 +43,7 @@ def train_filter(
     features: str = "pixels",
     feature_options: Mapping[str, Any] | None = None,
     name: str = "learned",
+    groups: Any = None,
     options: FitOptions | None = None,
     network: NetworkLike = None,
     **fit_options: Any,
@@ -57,20 +63,30 @@ def train_filter(
         must be present, in the training and in the validation split.
     features : {"pixels", "gradients", "hog", "cnn"}
         Feature transform φ (`patternfind.layers.features.window_features`).
-        ``"cnn"`` learns φ too: a small network trained together with the
-        filter (`patternfind.learn.network_training.fit_network`).
+        ``"cnn"`` learns φ too: a small network trained together with the filter.
     feature_options : mapping, optional
         Options of the feature transform, e.g. ``{"cell": 8, "bins": 9}``.
     name : str
         Name of the returned filter.
+    groups : (N,) int array, optional
+        Patches with the same group (a crop and its mirrored or shifted
+        copies) never fall on both sides of a cross-validation or early-stopping
+        split. Default: every patch is its own group.
     options : FitOptions, optional
-        How to fit: loss, ``l2``, optimiser, ``lr``, ``epochs``,
-        ``batch_size``, ``val_fraction``, ``seed`` and ``progress``.
+        How to fit: loss, ``l2`` (default ``"auto"``), optimiser, ``lr``,
+        ``epochs``, ``batch_size``, ``val_fraction``, ``seed``, ``folds`` and
+        ``progress``. With ``l2="auto"`` the strength is chosen from
+        `L2_GRID` by ``folds``-fold cross-validation over the groups
+        (`patternfind.learn.selection.choose_l2`: lowest held-out loss), and
+        the final fit then uses every patch.
     network : Network or list of layers, optional
         For ``features="cnn"``: the architecture (``[Conv(8, 5), ReLU(),
         MaxPool(2), ...]`` or their spec dicts, He-initialised from ``seed``)
         or a `Network` to train further. Default:
-        `patternfind.layers.network.DEFAULT_LAYERS`.
+        `patternfind.layers.network.DEFAULT_LAYERS`. The network and the filter
+        are trained together (`patternfind.learn.network_training.fit_network`);
+        ``l2="auto"`` means a fixed 1e-3 there (cross-validating a network
+        costs a training run per fold and strength).
     **fit_options
         Any `FitOptions` field by keyword (``l2=0.1``), overriding ``options``.
 
@@ -80,9 +96,13 @@ def train_filter(
         ``weights`` of shape ``(fh, fw, D)`` (``(h, w)`` for grey pixels),
         ``bias``, ``score="dot"``, ``features``, ``feature_options``,
         ``window`` (the patch size covered, in pixels: whole cells only) and
-        ``threshold``: the score cut with the best F1 on the validation split
-        (ties go to the higher cut), placed midway between the lowest score
-        accepted and the next score below it. ``meta`` holds ``kind="learned"``,
+        ``threshold``: the score cut with the best F1 (ties go to the higher
+        cut, placed midway between the lowest score accepted and the next score
+        below it) over held-out scores: with ``l2="auto"``, every patch's
+        score by the filter fitted without its fold; with a given ``l2``, the
+        validation split. ``meta`` holds ``kind="learned"``, ``threshold_rule``,
+        ``l2_selection`` (grid, held-out AP and loss per strength, the choice)
+        and ``cv_ap`` with ``l2="auto"``,
         ``loss`` (training objective per epoch), ``val_loss``,
         ``train_accuracy``, ``val_accuracy`` and ``val_f1`` at the threshold,
         ``epochs``, ``best_epoch``, ``seconds`` and ``options``.
@@ -99,31 +119,80 @@ def train_filter(
     feature_settings = complete_feature_options(
         features, {"color": patches.ndim == 4, **(feature_options or {})})
     y = np.where(check_labels(labels, len(patches)), np.float32(1), np.float32(-1))
+    groups = np.arange(len(y)) if groups is None else check_groups(groups, len(y))
     if features == "cnn":
-        return _train_network_filter(patches, y, feature_settings, network, name,
+        return _train_network_filter(patches, y, groups, feature_settings, network, name,
                                      FitOptions.build(options, fit_options))
     if network is not None:
         msg = f"`network` is for features='cnn', not {features!r}"
         raise ValueError(msg)
     X = window_features(patches, kind=features, options=feature_settings)
     feature_shape = X.shape[1:]
-    fit = fit_linear(X.reshape(len(X), -1), y, options=FitOptions.build(options, fit_options))
+    fit = fit_with_selection(X.reshape(len(X), -1), y, groups=groups,
+                             options=FitOptions.build(options, fit_options))
     cell = feature_cell(features, feature_settings)
     window = (feature_shape[0] * cell, feature_shape[1] * cell)
     return make_filter(fit, feature_shape, features=features, feature_options=feature_settings,
                         window=window, name=name)
 
 
-def _train_network_filter(patches: Any, y: Any, feature_settings: Mapping[str, Any],
-                          network: NetworkLike, name: str, options: FitOptions) -> Filter:
+def _train_network_filter(patches: Any, y: Any, groups: NDArray[np.intp],
+                          feature_settings: Mapping[str, Any], network: NetworkLike, name: str,
+                          options: FitOptions) -> Filter:
     """`train_filter` for ``features="cnn"``: the network and the filter, end to end."""
     built, settings = build_network(network, feature_settings, window=patches.shape[1:3],
                                     seed=options.seed)
     images = patches if patches.ndim == 4 else patches[..., None]
-    fit = fit_network(images, y, built, options=options)
+    fit = fit_network(images, y, built, options=options, groups=groups)
     window = feature_window("cnn", settings, fit["feature_shape"])
     return make_filter(fit, fit.pop("feature_shape"), features="cnn", feature_options=settings,
                        window=window, name=name)
+
+
+def check_groups(groups: Any, count: int) -> NDArray[np.intp]:
+    """``groups`` as an ``(count,)`` int array, or a ValueError naming its shape."""
+    array = np.asarray(groups)
+    if array.shape != (count,) or not np.issubdtype(array.dtype, np.integer):
+        msg = f"`groups` must be ({count},) integers, one per patch, got {array.dtype} {array.shape}"
+        raise ValueError(msg)
+    return array.astype(np.intp)
+
+
+def fit_with_selection(X: NDArray[np.float32], y: NDArray[np.float32], *,
+                       groups: NDArray[np.intp], options: FitOptions,
+                       fold_ids: NDArray[np.intp] | None = None,
+                       grid: tuple[float, ...] = L2_GRID, refit_all: bool = True
+                       ) -> dict[str, Any]:
+    """`fit_linear`, with ``l2="auto"`` resolved by cross-validation first.
+
+    With ``l2="auto"`` the folds (default: whole ``groups`` dealt by
+    `assign_folds`) choose the strength, the final fit uses every sample
+    (``val_fraction=0``, fitted to convergence; with ``refit_all=False`` it
+    is fitted and early-stopped exactly as the fold filters were, so that its
+    scores share their scale), and the threshold is the best F1 over the held-out
+    scores; the result also holds ``l2_selection``,
+    ``cv_ap`` and ``threshold_rule``, and (under ``"cross_validation"``) the
+    `CrossValidation` of the chosen strength, which `make_filter` drops.
+    """
+    if options.l2 != "auto":
+        fit = fit_linear(X, y, groups=groups, options=options)
+        fit["threshold_rule"] = "best F1 on the validation split"
+        return fit
+    if fold_ids is None:
+        fold_ids = assign_folds(groups, y, options.folds, np.random.default_rng(options.seed))
+    chosen, record = choose_l2(X, y, fold_ids, groups=groups, options=options, grid=grid)
+    if options.progress is True:
+        sys.stderr.write(f"l2 = {chosen.l2:g} chosen by {record['folds']}-fold cross-validation "
+                         f"(held-out AP {chosen.ap:.3f})\n")
+    final = dataclasses.replace(options, l2=chosen.l2)
+    if refit_all:  # the folds did the validating: the final fit uses every sample
+        final = dataclasses.replace(final, val_fraction=0)
+    fit = fit_linear(X, y, groups=groups, options=final)
+    threshold, f1 = best_f1_threshold(chosen.scores, y > 0)
+    fit.update(threshold=threshold, cv_f1=f1, cv_ap=chosen.ap, l2_selection=record,
+               threshold_rule=f"best F1 over the held-out scores of {record['folds']} folds",
+               cross_validation=chosen)
+    return fit
 
 
 def make_filter(fit: dict[str, Any], feature_shape: Sequence[int], *, features: str,
@@ -140,6 +209,7 @@ def make_filter(fit: dict[str, Any], feature_shape: Sequence[int], *, features: 
         weights = weights[..., 0]
     bias = fit.pop("b")
     threshold = fit.pop("threshold")
+    fit.pop("cross_validation", None)
     meta = {"kind": "learned", **fit, **(extra_meta or {})}
     return Filter(weights, bias=bias, name=name, threshold=threshold, score="dot",
                   features=features, window=window, feature_options=dict(feature_options), meta=meta,

@@ -24,8 +24,17 @@ from patternfind.pixels import prepare_image, to_float_image, to_grey, to_rgb
 from patternfind.structures import Box
 
 __all__ = [
-    "NEGATIVE_IOU", "as_image", "check_boxes", "check_labels", "check_patches", "crop_window",
-    "image_files", "patches_from_annotations", "patches_from_arrays", "patches_from_folders",
+    "NEGATIVE_IOU",
+    "annotated_patches",
+    "as_image",
+    "check_boxes",
+    "check_labels",
+    "check_patches",
+    "crop_window",
+    "image_files",
+    "patches_from_annotations",
+    "patches_from_arrays",
+    "patches_from_folders",
     "sample_negative_boxes",
 ]
 
@@ -272,6 +281,34 @@ def patches_from_annotations(
     -------
     patches : (N, height + 2 context, width + 2 context[, 3]) float32 array
     labels : (N,) bool array
+        Positives first (each box's copies together, in box order), then negatives.
+    """
+    patches, labels, _ = annotated_patches(
+        images, annotations, window=window, flip=flip, negatives_per_image=negatives_per_image,
+        jitter=jitter, context=context, color=color, seed=seed)
+    return patches, labels
+
+
+def annotated_patches(
+    images: Mapping[str, Any],
+    annotations: Mapping[str, Sequence[Box]],
+    *,
+    window: Any,
+    flip: bool = True,
+    negatives_per_image: int = 20,
+    jitter: int = 0,
+    context: int = 0,
+    color: bool = False,
+    seed: int = 0,
+) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.intp]]:
+    """`patches_from_annotations`, also returning the image each patch comes from.
+
+    Returns
+    -------
+    patches, labels
+        As `patches_from_annotations`.
+    sources : (N,) int array
+        Index of each patch's image in the order of ``annotations``.
     """
     height, width = pair_of(window, "window", positive_int)
     negatives_per_image = non_negative_int(negatives_per_image, "negatives_per_image")
@@ -279,7 +316,9 @@ def patches_from_annotations(
     context = non_negative_int(context, "context")
     rng = np.random.default_rng(seed)
     positives, negatives = [], []
-    for key, boxes in annotations.items():
+    positive_sources: list[int] = []
+    negative_sources: list[int] = []
+    for index, (key, boxes) in enumerate(annotations.items()):
         if key not in images:
             msg = f"`images` has no image for annotation key {key!r}"
             raise ValueError(msg)
@@ -293,9 +332,11 @@ def patches_from_annotations(
                 positives.append(crop)
                 if flip:
                     positives.append(crop[:, ::-1].copy())
+        positive_sources.extend([index] * (len(positives) - len(positive_sources)))
         for xywh in sample_negative_boxes(image.shape, boxes, (height, width),
                                           negatives_per_image, rng):
             negatives.append(crop_window(image, tuple(xywh), (height, width), context=context))
+            negative_sources.append(index)
     if not positives:
         msg = "the annotations hold no box to learn from"
         raise ValueError(msg)
@@ -304,7 +345,7 @@ def patches_from_annotations(
         raise ValueError(msg)
     patches = np.stack(positives + negatives)
     labels = np.arange(len(patches)) < len(positives)
-    return patches, labels
+    return patches, labels, np.array(positive_sources + negative_sources, dtype=np.intp)
 
 
 def _jittered(box: Box, count: int, rng: np.random.Generator

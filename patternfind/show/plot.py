@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import textwrap
 from collections.abc import Mapping, Sequence
 from io import BytesIO
 from pathlib import Path
@@ -377,7 +378,9 @@ def plot_pr_curves(ax: Any, evaluations: Sequence[Evaluation],
     iou = evaluations[0].iou if evaluations else 0.5
     ax.set_title(f"Precision-recall (IoU ≥ {iou:g})", fontsize=11)
     if evaluations:
-        ax.legend(loc="lower left", fontsize=9)
+        # below the axes: inside, it can hide an operating point or a curve's tail
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=9,
+                  ncol=min(2, len(evaluations)), frameon=False)
 
 
 def plot_detections(ax: Any, image: NDArray[Any], detections: Sequence[Detection],
@@ -549,7 +552,7 @@ def write_report(
     # wide example images get a whole row each, so that the boxes stay legible
     detection_columns = columns if height_over_width >= 0.75 else max(1, columns // 2)
     detection_rows = -(-count // detection_columns)
-    detection_height = (width / detection_columns) * height_over_width + 0.45
+    detection_height = (width / detection_columns) * height_over_width + 0.7
     heights = [3.3, 4.3, detection_rows * detection_height]
     figure = Figure(figsize=(width, sum(heights) + 0.5), dpi=dpi, layout="constrained")
     grid = figure.add_gridspec(3, 1, height_ratios=heights)
@@ -566,10 +569,14 @@ def write_report(
                                         strict=True) if keep]
         plot_detections(detection_axes[index], images[example], counted,
                         image_evaluation.boxes, iou=evaluations[index].iou)
+        # two short lines, wrapped to the panel: one long line ran into its neighbour
+        panel_characters = max(16, int(width / detection_columns * 9))
+        name_line = textwrap.shorten(f"{filter_.name} on {example}", panel_characters,
+                                     placeholder="…")
         detection_axes[index].set_title(
-            f"{filter_.name} on {example}: {image_evaluation.true_positives} found, "
+            f"{name_line}\n{image_evaluation.true_positives} found, "
             f"{image_evaluation.false_positives} wrong, {image_evaluation.false_negatives} missed",
-            fontsize=11)
+            fontsize=10)
     for unused in range(count, columns):
         filter_axes[unused].axis("off")
     for unused in range(count, len(detection_axes)):

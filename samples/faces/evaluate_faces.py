@@ -1,28 +1,27 @@
-"""Train a HOG detector on samples/faces/train and compare it with a mean-face template.
+"""Held-out checks of the learned detector with its defaults, against a fixed mean face.
 
-Both run over the held-out test scenes (other faces, other backgrounds) with
-`patternfind.detect`; AP@0.5 comes from `patternfind.evaluation.metrics.evaluate`.
+One run prints the whole table the README quotes:
 
-- learned: `patternfind.learn.train_detector` on train.csv (HOG, hard negatives);
-  its threshold is the best-F1 detection cut on the training scenes.
-- fixed: the mean of the training face crops (resized to 32 × 32), scored
-  with NCC over the same pyramid; its threshold is calibrated by the same
-  rule (`patternfind.evaluation.detection_threshold` over its detections on
-  the training scenes).
+1. **composite scenes** (samples/faces: real LFW faces pasted on real
+   photographs, made by make_faces.py). For seeds 0, 1 and 2,
+   `train_detector` with its defaults trains on train.csv and is scored on
+   test.csv (AP@0.5 over every detection above score −3), then the roles
+   are swapped (train on test.csv, score on train.csv). Training time and the
+   median detection time per 375 × 500 scene are wall-clock on this machine.
+2. **lfw_subset**: `train_filter(X, y)` with its defaults (pixels, ``l2="auto"``)
+   in 5-fold cross-validation (stratified, shuffled with the seed), ROC AUC of
+   the held-out scores.
+3. **astronaut** (samples/astronaut.png, one real photograph): the rank of the
+   box over her face among the seed-0 detector's detections.
 
-AP is given twice: over the whole ranking (every detection above a low floor:
-score −3 for the learned filter, NCC 0 for the fixed one), and over the
-detections above each filter's own threshold, as ``patternfind compare``
-computes it.
+It also writes face.npz (seed 0, trained on train.csv), mean_face.npz (the
+fixed filter: the mean of the training face crops, NCC, its threshold the
+best F1 over its detections on the training scenes) and report.png, the
+page of ``patternfind compare --annotations samples/faces/test.csv --filter
+samples/faces/face.npz --filter samples/faces/mean_face.npz --rank-threshold
+-3 --rank-threshold 0 --report samples/faces/report.png``.
 
 Run:  python samples/faces/evaluate_faces.py   (after make_faces.py)
-
-It writes face.npz (learned, seed 0), mean_face.npz (fixed) and report.png,
-the page of ``patternfind compare --annotations samples/faces/test.csv
---filter samples/faces/face.npz --filter samples/faces/mean_face.npz
---scales 0.5,2.5 --rank-threshold -3 --rank-threshold 0
---report samples/faces/report.png`` (AP over the whole ranking; P, R and F1
-at each filter's threshold).
 """
 
 from __future__ import annotations
@@ -32,16 +31,31 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import mannwhitneyu
 
-from patternfind import Filter, compare, detect, evaluate, load_annotations, train_detector
+from patternfind import (
+    Filter,
+    box_iou,
+    compare,
+    detect,
+    evaluate,
+    load_annotations,
+    train_detector,
+    train_filter,
+)
 from patternfind.evaluation import detection_threshold
+from patternfind.layers import window_features
 from patternfind.learn.patches import as_image, crop_window
 from patternfind.show import write_report
 
 HERE = Path(__file__).resolve().parent
-SCALES = (0.5, 2.5)
+SEEDS = (0, 1, 2)
 #: Lowest score kept for the whole-ranking AP (and for the fixed filter's calibration).
 FLOORS = {"learned": -3.0, "fixed": 0.0}
+#: The fixed filter searches the scales of the composite faces (28-72 px for a 32-px filter).
+FIXED_SCALES = (0.8, 2.5)
+#: Her face in samples/astronaut.png (x, y, w, h), drawn by hand around the hairline and chin.
+ASTRONAUT_FACE = (168.0, 75.0, 97.0, 110.0)
 
 
 def load(split):
@@ -50,69 +64,97 @@ def load(split):
     return images, annotations
 
 
-def run(filter_, images, boxes, floor):
-    """Detections above ``floor``; AP over them, and AP over those above the filter's threshold."""
+def detect_all(filter_, images, floor, **options):
     detections, seconds = {}, []
     for key, image in images.items():
         start = time.perf_counter()
-        detections[key] = detect(image, filter_, threshold=floor, scales=SCALES)
+        detections[key] = detect(image, filter_, threshold=floor, **options)
         seconds.append(time.perf_counter() - start)
-    ranking = evaluate(detections, boxes, iou=0.5, threshold=filter_.threshold)
-    above = {key: [d for d in found if d.score >= filter_.threshold]
-             for key, found in detections.items()}
-    return ranking, evaluate(above, boxes, iou=0.5).ap, float(np.median(seconds))
+    return detections, float(np.median(seconds))
 
 
-def best_f1_detection_threshold(filter_, images, boxes, floor):
-    """The detection cut with the best F1 over ``images`` (IoU ≥ 0.5), as train_detector sets it."""
-    detections = {key: detect(image, filter_, threshold=floor, scales=SCALES)
-                  for key, image in images.items()}
-    return detection_threshold(detections, boxes, iou=0.5)
+def train_and_score(train, test, seed):
+    start = time.perf_counter()
+    learned = train_detector(*train, seed=seed, name="learned")
+    seconds = time.perf_counter() - start
+    detections, detect_seconds = detect_all(learned, test[0], FLOORS["learned"])
+    result = evaluate(detections, test[1], iou=0.5, threshold=learned.threshold)
+    return learned, result, seconds, detect_seconds
 
 
-def line(name, ranking, ap_above, seconds):
-    return (f"AP@0.5 {ranking.ap:.3f} over the ranking, {ap_above:.3f} above its threshold "
-            f"{ranking.threshold:.3f} (P {ranking.precision:.3f} R {ranking.recall:.3f} "
-            f"F1 {ranking.f1:.3f}, TP/FP/FN {ranking.true_positives}/"
-            f"{ranking.false_positives}/{ranking.false_negatives}), "
-            f"detect {1e3 * seconds:.0f} ms per 500×375 image")
+def lfw_auc(seed):
+    from skimage.data import lfw_subset  # shipped inside scikit-image: no download
+
+    images = lfw_subset().astype(np.float32)
+    faces = np.arange(len(images)) < 100
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(images), dtype=int)
+    for label in (True, False):  # stratified: 20 faces and 20 non-faces per fold
+        members = rng.permutation(np.flatnonzero(faces == label))
+        folds[members] = np.arange(len(members)) % 5
+    scores = np.zeros(len(images))
+    for fold in range(5):
+        held_out = folds == fold
+        learned = train_filter(images[~held_out], faces[~held_out], seed=seed)
+        features = window_features(images[held_out], kind=learned.features,
+                                   options=learned.feature_options)
+        scores[held_out] = features.reshape(held_out.sum(), -1) @ learned.weights.ravel() + learned.bias
+    return mannwhitneyu(scores[faces], scores[~faces]).statistic / (100 * 100)
+
+
+def astronaut_rank(filter_):
+    found = detect(as_image(HERE.parent / "astronaut.png", color=True), filter_, threshold=-3)
+    overlaps = box_iou(np.array([[d.x, d.y, d.w, d.h] for d in found]), np.array([ASTRONAUT_FACE]))
+    hits = np.flatnonzero(overlaps[:, 0] >= 0.3)
+    return (int(hits[0]) + 1 if len(hits) else None), found[:2]
+
+
+def fixed_mean_face(train):
+    images, boxes = train
+    crops = [crop_window(images[key], (b.x, b.y, b.w, b.h), (32, 32))
+             for key, group in boxes.items() for b in group]
+    fixed = Filter(np.mean(crops, axis=0), name="mean-face", score="ncc",
+                   meta={"kind": "fixed", "source": "mean of the training face crops"})
+    ranked, _ = detect_all(fixed, images, FLOORS["fixed"], scales=FIXED_SCALES)
+    threshold, f1 = detection_threshold(ranked, boxes, iou=0.5)
+    return dataclasses.replace(fixed, threshold=threshold, meta={
+        **fixed.meta, "threshold_rule": "best F1 on the training scenes", "image_f1": f1,
+        "search_scales": list(FIXED_SCALES)})
 
 
 def main():
-    train_images, train_boxes = load("train")
-    test_images, test_boxes = load("test")
-    crops = [crop_window(train_images[key], (b.x, b.y, b.w, b.h), (32, 32))
-             for key, boxes in train_boxes.items() for b in boxes]
-    fixed = Filter(np.mean(crops, axis=0), name="mean-face", score="ncc",
-                   meta={"kind": "fixed", "source": "mean of the training face crops"})
-    threshold, train_f1 = best_f1_detection_threshold(fixed, train_images, train_boxes,
-                                                      FLOORS["fixed"])
-    fixed = dataclasses.replace(fixed, threshold=threshold,
-                                meta={**fixed.meta, "threshold_rule": "best F1 on the "
-                                      "training scenes", "image_f1": train_f1})
-    fixed.save(HERE / "mean_face.npz")
-    faces = sum(len(b) for b in test_boxes.values())
-    print(f"training: {sum(len(b) for b in train_boxes.values())} faces in {len(train_boxes)} "
-          f"scenes; held out: {faces} faces in {len(test_boxes)} scenes")
-    for seed in (0, 1, 2):
-        start = time.perf_counter()
-        learned = train_detector(train_images, train_boxes, progress=False, seed=seed,
-                                 name="learned")
-        seconds = time.perf_counter() - start
-        ranking, ap_above, detect_seconds = run(learned, test_images, test_boxes,
-                                                FLOORS["learned"])
-        print(f"  learned (seed {seed}, trained in {seconds:.1f} s, training-scene F1 "
-              f"{learned.meta['image_f1']:.3f}): {line('learned', ranking, ap_above, detect_seconds)}")
+    train, test = load("train"), load("test")
+    print(f"composite scenes: train {sum(map(len, train[1].values()))} faces in {len(train[1])} "
+          f"scenes, test {sum(map(len, test[1].values()))} faces in {len(test[1])} scenes")
+    print("| seed | window | l2 | threshold | CV AP | test AP | swapped AP | training s "
+          "(train / swapped) | detect ms per scene | astronaut face rank | lfw 5-fold AUC |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for seed in SEEDS:
+        learned, result, seconds, detect_seconds = train_and_score(train, test, seed)
+        _, swapped, swapped_seconds, _ = train_and_score(test, train, seed)
+        rank, _ = astronaut_rank(learned)
+        meta = learned.meta
+        print(f"| {seed} | {learned.window[1]}x{learned.window[0]} | {meta['options']['l2']:g} | "
+              f"{learned.threshold:.3f} | {meta['cv_ap']:.3f} | {result.ap:.3f} (P {result.precision:.2f} "
+              f"R {result.recall:.2f}) | {swapped.ap:.3f} (P {swapped.precision:.2f} R "
+              f"{swapped.recall:.2f}) | {seconds:.1f} / {swapped_seconds:.1f} | "
+              f"{1e3 * detect_seconds:.0f} | {rank} | {lfw_auc(seed):.4f} |", flush=True)
         if seed == 0:
             learned.save(HERE / "face.npz")
             face = learned
-    ranking, ap_above, detect_seconds = run(fixed, test_images, test_boxes, FLOORS["fixed"])
-    print(f"  fixed mean-face NCC (training-scene F1 {train_f1:.3f}): "
-          f"{line('fixed', ranking, ap_above, detect_seconds)}")
+    fixed = fixed_mean_face(train)
+    fixed.save(HERE / "mean_face.npz")
+    detections, detect_seconds = detect_all(fixed, test[0], FLOORS["fixed"], scales=FIXED_SCALES)
+    result = evaluate(detections, test[1], iou=0.5, threshold=fixed.threshold)
+    print(f"fixed mean face (NCC, threshold {fixed.threshold:.3f}): test AP {result.ap:.3f} "
+          f"(P {result.precision:.2f} R {result.recall:.2f}), detect {1e3 * detect_seconds:.0f} ms")
+    rank, top = astronaut_rank(face)
+    print(f"astronaut.png with face.npz: her face is detection #{rank}; top two: "
+          + ", ".join(f"({d.x:.0f}, {d.y:.0f}, {d.w:.0f}x{d.h:.0f}) score {d.score:.2f}" for d in top))
     filters = [face, fixed]
-    evaluations = compare(filters, HERE / "test.csv", scales=SCALES,
+    evaluations = compare(filters, HERE / "test.csv",
                           rank_thresholds=[FLOORS["learned"], FLOORS["fixed"]])
-    example = write_report(HERE / "report.png", evaluations, filters, test_images,
+    example = write_report(HERE / "report.png", evaluations, filters, test[0],
                            title="patternfind compare on test.csv")
     print(f"wrote {HERE / 'report.png'} (example image {example})")
 
