@@ -626,6 +626,10 @@ def _executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="patternfind-conv")
 
 
+# A forked worker (batch processing) inherits the pool but not its thread: start afresh.
+os.register_at_fork(after_in_child=_executor.cache_clear)
+
+
 def _col2im(
     tap_planes: NDArray[np.floating], grad: NDArray[np.floating], layer: _ConvLayer
 ) -> None:
