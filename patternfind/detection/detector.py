@@ -33,6 +33,7 @@ from patternfind.detection.scores import (
 )
 from patternfind.detection.shape import DEFAULT_MIN_CONTRAST, DEFAULT_SHAPE_THRESHOLDS, shape_model
 from patternfind.layers.features import feature_map
+from patternfind.layers.network import Network
 from patternfind.pixels import prepare_image, to_grey
 from patternfind.structures import SCORE_KINDS, Detection, Filter
 
@@ -237,6 +238,8 @@ def _plan(filter_: Filter, threshold: float | None, score: str | None, *,
           polarity: str = "use", min_contrast: float = DEFAULT_MIN_CONTRAST,
           scales: tuple[float, float] | None = None) -> _Plan:
     """Resolve the score kind, threshold and scales for one filter, or raise."""
+    if filter_.features == "cnn":
+        Network.from_filter(filter_)  # layers that do not chain fail here, before any image
     default_score = "ncc" if filter_.features == "pixels" else "dot"
     kind = score or filter_.score or default_score
     if kind not in SCORE_KINDS:
