@@ -69,7 +69,7 @@ def test_train_from_annotations_with_hog_and_mining(sheet, tmp_path, capsys):
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert "hard negatives mined per round" in captured.out
-    assert "training [" in captured.err  # the progress bar
+    assert "training: " in captured.err  # the progress bar
     filter_ = Filter.load(output)
     assert filter_.features == "hog"
     assert filter_.window == (16, 16)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from tqdm import tqdm
 
 from patternfind._validation import finite_float, non_negative_int, one_of, positive_int
 from patternfind.evaluation.metrics import best_f1_threshold
@@ -433,24 +434,28 @@ class _Optimizer:
 
 def _progress_reporter(progress: bool | Callable[[int, int, float], None], total: int
                        ) -> tuple[Callable[[int, float], None], Callable[[int, int, float], None]]:
-    """``(step(epoch, loss), finish(epochs, best_epoch, loss))`` for `fit_linear`."""
+    """``(step(epoch, loss), finish(epochs, best_epoch, loss))`` for `fit_linear`.
+
+    ``progress=True`` draws a tqdm bar on stderr (epochs done, rate, time
+    left, the loss), as the batch runs do.
+    """
     if callable(progress):
         def call(epoch: int, value: float) -> None:
             progress(epoch, total, value)
         return call, lambda epochs, best, value: None
     if not progress:
         return lambda epoch, value: None, lambda epochs, best, value: None
+    bar = tqdm(total=total, desc="training", unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
     def draw(epoch: int, value: float) -> None:
-        done = int(30 * epoch / total)
-        sys.stderr.write(f"\rtraining [{'#' * done}{'.' * (30 - done)}] "
-                         f"epoch {epoch}/{total} loss {value:.4f}")
-        sys.stderr.flush()
+        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        bar.update(epoch - bar.n)
 
     def finish(epochs: int, best: int, value: float) -> None:
-        # early stopping usually ends far below the epoch cap: the run is complete, say why
+        # Early stopping usually ends far below the epoch cap: the run is complete,
+        # so the bar ends full and says why it stopped.
         how = f"stopped early at epoch {epochs}" if epochs < total else f"epoch {epochs}/{total}"
-        sys.stderr.write(f"\rtraining [{'#' * 30}] {how} (best {best}) loss {value:.4f}"
-                         "          \n")
-        sys.stderr.flush()
+        bar.total = bar.n = epochs
+        bar.set_postfix_str(f"{how} (best {best}) loss {value:.4f}", refresh=False)
+        bar.close()
     return draw, finish
