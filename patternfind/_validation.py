@@ -6,16 +6,20 @@ parameter and the bad value, so that users see *which* argument is wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
     "as_float_array", "check_finite", "finite_float", "flag", "non_negative_int", "one_of",
-    "pair_of", "positive_int",
+    "pair_of", "positive_int", "with_keywords",
 ]
+
+T = TypeVar("T")
 
 
 def as_float_array(
@@ -131,3 +135,27 @@ def flag(value: Any, name: str) -> bool:
         msg = f"`{name}` must be True or False, got {value!r}"
         raise TypeError(msg)
     return bool(value)
+
+
+def with_keywords(cls: type[T], options: T | None, keywords: Mapping[str, Any]) -> T:
+    """An options record ``options`` (default: ``cls()``) with the fields in ``keywords`` replaced.
+
+    Shared by the frozen options dataclasses (`DetectOptions`, `FitOptions`),
+    whose functions take both a record and keywords.
+
+    Raises
+    ------
+    TypeError
+        If ``options`` is not a ``cls``, or a keyword names no field of it.
+    """
+    if options is None:
+        options = cls()
+    elif not isinstance(options, cls):
+        msg = f"`options` must be a {cls.__name__}, got {type(options).__name__}"
+        raise TypeError(msg)
+    fields = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(keywords) - set(fields))
+    if unknown:
+        msg = f"unexpected keyword argument(s) {unknown}; {cls.__name__} fields are {', '.join(fields)}"
+        raise TypeError(msg)
+    return dataclasses.replace(options, **keywords) if keywords else options  # type: ignore[type-var]

@@ -7,13 +7,12 @@ added in one place.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from patternfind._validation import finite_float, flag, one_of, positive_int
+from patternfind._validation import finite_float, flag, one_of, positive_int, with_keywords
 from patternfind.detection.parallel import resolve_workers
 from patternfind.detection.pyramid import pyramid_scales
 from patternfind.detection.rotation import angle_range, check_angle_step
@@ -136,17 +135,7 @@ class DetectOptions:
         TypeError
             If ``options`` is not a DetectOptions, or a keyword names no field.
         """
-        if options is None:
-            options = cls()
-        elif not isinstance(options, cls):
-            msg = f"`options` must be a DetectOptions, got {type(options).__name__}"
-            raise TypeError(msg)
-        fields = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(set(keywords) - set(fields))
-        if unknown:
-            msg = f"unexpected keyword argument(s) {unknown}; detection options are {', '.join(fields)}"
-            raise TypeError(msg)
-        return dataclasses.replace(options, **keywords) if keywords else options
+        return with_keywords(cls, options, keywords)
 
 
 def filter_scales(filter_: Any, scales: tuple[float, float] | None = None) -> tuple[float, float]:

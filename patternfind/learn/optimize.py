@@ -14,7 +14,6 @@ as dlib's training options are).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
@@ -26,7 +25,13 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from patternfind._validation import finite_float, non_negative_int, one_of, positive_int
+from patternfind._validation import (
+    finite_float,
+    non_negative_int,
+    one_of,
+    positive_int,
+    with_keywords,
+)
 from patternfind.evaluation.metrics import best_f1_threshold
 
 __all__ = ["L2_GRID", "LOSSES", "OPTIMIZERS", "FitOptions", "fit_linear", "loss_forward", "objective"]
@@ -135,17 +140,7 @@ class FitOptions:
         TypeError
             If ``options`` is not a FitOptions, or a keyword names no field.
         """
-        if options is None:
-            options = cls()
-        elif not isinstance(options, cls):
-            msg = f"`options` must be a FitOptions, got {type(options).__name__}"
-            raise TypeError(msg)
-        unknown = sorted(set(keywords) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            msg = f"unexpected keyword argument(s) {unknown}; FitOptions fields are " + ", ".join(
-                f.name for f in dataclasses.fields(cls))
-            raise TypeError(msg)
-        return dataclasses.replace(options, **keywords) if keywords else options
+        return with_keywords(cls, options, keywords)
 
 
 # ---------------------------------------------------------------- objective
