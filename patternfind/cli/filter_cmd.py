@@ -30,8 +30,7 @@ __all__ = [
 ]
 
 # The library is imported inside the functions, so that importing this module
-# loads no numerical code; only the make-filter parser needs the filter bank
-# (its kinds are the parser's choices).
+# loads no numerical code.
 
 MAKE_FILTER_EPILOG = """\
 examples:
@@ -116,16 +115,20 @@ def _with_score(filter_: Filter, args: argparse.Namespace) -> Filter:
     return filter_.replace(score=args.score)
 
 
+#: `patternfind.filters.KINDS` and `POLARITIES`, named here so that building the
+#: parser imports no numerical module (a test keeps them equal to the filter bank's).
+FILTER_KINDS = ("eye", "blob", "edge", "bar", "corner", "ring")
+POLARITIES = ("bright", "dark")
+
+
 def build_make_filter_parser() -> Parser:
     """Parser of ``patternfind make-filter``."""
-    from patternfind import filters
-
     parser = Parser(
         prog="patternfind make-filter",
         description="Draw a hand-crafted filter and write it to a .npy or .npz file.",
         epilog=MAKE_FILTER_EPILOG,
     )
-    parser.add_argument("kind", choices=tuple(filters.KINDS), help="which filter to draw")
+    parser.add_argument("kind", choices=FILTER_KINDS, help="which filter to draw")
     parser.add_argument("--size", type=size_argument, required=True, metavar="N|WxH",
                         help="filter size in pixels: N for N×N, or WIDTHxHEIGHT such as 24x12")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
@@ -135,7 +138,7 @@ def build_make_filter_parser() -> Parser:
     shape = parser.add_argument_group("shape options (each applies to some kinds only)")
     shape.add_argument("--angle", type=float, help="edge, bar, corner: direction in degrees")
     shape.add_argument("--width", type=float, help="bar, ring: thickness in pixels")
-    shape.add_argument("--polarity", choices=filters.POLARITIES,
+    shape.add_argument("--polarity", choices=POLARITIES,
                        help="blob, bar, corner, ring: bright or dark shape")
     shape.add_argument("--sigma", type=float, help="blob: inner Gaussian's sigma in pixels")
     shape.add_argument("--ratio", type=float, help="blob: outer over inner sigma (> 1)")
