@@ -273,21 +273,27 @@ def test_resume_drops_a_partial_last_line_and_redoes_its_image(folder, tmp_path,
 
 
 @pytest.mark.slow
-def test_coco_output_is_never_half_written(folder, tmp_path):
-    output = tmp_path / "found.json"
+def test_coco_output_is_never_half_written(tmp_path):
+    output = tmp_path / "out" / "found.json"
+    output.parent.mkdir()
     many = tmp_path / "many"
-    _make_folder(many, 40, corrupt=False)
+    _make_folder(many, 300, corrupt=False)
     process = subprocess.Popen(
         [sys.executable, "-m", "patternfind", str(many), "--filter", EYE, "--format", "coco",
          "-o", str(output), "--jobs", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(2.0)
+    # Kill the run while its document is being written: the temporary file exists.
+    deadline = time.monotonic() + 120
+    while not any("partial" in p.name for p in output.parent.iterdir()):
+        assert process.poll() is None, "the run ended before it was seen writing"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
     process.kill()
     process.wait(timeout=60)
     assert not output.exists()
     assert main([str(many), "--filter", EYE, "--format", "coco", "-o", str(output),
                  "--quiet"]) == 0
     results = json.loads(output.read_text())
-    assert len(results) >= 40
+    assert len({r["image_id"] for r in results}) == 300
 
 
 # ---------------------------------------------------------------- memory
