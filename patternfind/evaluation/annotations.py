@@ -49,7 +49,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -576,15 +576,7 @@ def _load_csv(path: Path, text: str) -> dict[str, list[Box]]:
         )
         raise ValueError(msg)
     boxes: dict[str, list[Box]] = {}
-    for number, row in enumerate(rows, start=1):
-        cells = [cell.strip() for cell in row]
-        where = f"row {number}"
-        if not cells[0]:
-            msg = f"{path}: {where} has no image name"
-            raise ValueError(msg)
-        image_boxes = boxes.setdefault(cells[0], [])
-        if len(cells) == 1 or not any(cells[1:]):
-            continue  # an image with no boxes
+    for where, cells, image_boxes in _csv_box_rows(path, rows, boxes):
         if len(cells) not in (5, 6):
             msg = f"{path}: {where} must have 5 or 6 columns (image,x,y,w,h[,label]), got {len(cells)}"
             raise ValueError(msg)
@@ -593,11 +585,12 @@ def _load_csv(path: Path, text: str) -> dict[str, list[Box]]:
     return _finish(path, [(key, value, None) for key, value in boxes.items()])
 
 
-def _load_csv_turned(path: Path, rows: list[list[str]], angle_column: int,
-                     label_column: int | None) -> dict[str, list[Box]]:
-    """CSV rows whose header names an ``angle`` column (and maybe ``label``)."""
-    width = 1 + max(angle_column, label_column or 0)
-    boxes: dict[str, list[Box]] = {}
+def _csv_box_rows(path: Path, rows: list[list[str]], boxes: dict[str, list[Box]]
+                  ) -> Iterator[tuple[str, list[str], list[Box]]]:
+    """``(where, cells, that image's box list)`` for each CSV row that holds a box.
+
+    Every image named gets an entry in ``boxes``, also when its row has no box.
+    """
     for number, row in enumerate(rows, start=1):
         cells = [cell.strip() for cell in row]
         where = f"row {number}"
@@ -607,6 +600,15 @@ def _load_csv_turned(path: Path, rows: list[list[str]], angle_column: int,
         image_boxes = boxes.setdefault(cells[0], [])
         if len(cells) == 1 or not any(cells[1:]):
             continue  # an image with no boxes
+        yield where, cells, image_boxes
+
+
+def _load_csv_turned(path: Path, rows: list[list[str]], angle_column: int,
+                     label_column: int | None) -> dict[str, list[Box]]:
+    """CSV rows whose header names an ``angle`` column (and maybe ``label``)."""
+    width = 1 + max(angle_column, label_column or 0)
+    boxes: dict[str, list[Box]] = {}
+    for where, cells, image_boxes in _csv_box_rows(path, rows, boxes):
         if len(cells) != width:
             msg = f"{path}: {where} must have {width} columns like the header, got {len(cells)}"
             raise ValueError(msg)
