@@ -311,4 +311,52 @@ def _feature_params(filter_: Filter) -> dict[str, NDArray[np.float32]]:
     if filter_.features == "cnn" and not params:
         msg = f"Filter {filter_.name!r} on 'cnn' features needs the network's `feature_params`"
         raise ValueError(msg)
+    if filter_.features == "cnn" and "layers" in filter_.feature_options:
+        _check_network_chain(filter_, params)
     return params
+
+
+def _check_network_chain(filter_: Filter, params: Mapping[str, NDArray[np.float32]]) -> None:
+    """Refuse stored network arrays whose layers do not chain, by shape arithmetic alone.
+
+    Each conv layer's weights are ``(F, F, C, K)``: ``C`` must be the channels it
+    receives (the image's for the first conv layer, the previous conv layer's
+    ``K`` after it) and the filter on top must take the last ``K``. The layers
+    themselves live in `patternfind.layers.network`, above this module, so the
+    check reads only the stored layer specs and array shapes.
+    """
+    layers = filter_.feature_options["layers"]
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, (list, tuple)):
+        msg = f"Filter {filter_.name!r}: feature_options['layers'] must be a list, got {layers!r}"
+        raise ValueError(msg)
+    depth = 3 if filter_.feature_options.get("color", True) else 1
+    source = "the input image"
+    for index, spec in enumerate(layers):
+        if not isinstance(spec, Mapping) or spec.get("type") != "conv":
+            continue
+        weights, bias = params.get(f"{index}.weights"), params.get(f"{index}.bias")
+        if weights is None or bias is None:
+            missing = f"{index}.weights" if weights is None else f"{index}.bias"
+            msg = f"Filter {filter_.name!r}: network parameter {missing!r} of conv layer {index} is missing"
+            raise ValueError(msg)
+        size, count = spec.get("f"), spec.get("k")
+        if weights.ndim != 4 or weights.shape[0] != size or weights.shape[1] != size or (
+                weights.shape[3] != count):
+            msg = (f"Filter {filter_.name!r}: conv layer {index} has {count} filters of {size}×{size} "
+                   f"but its weights have shape {weights.shape}; expected ({size}, {size}, C, {count})")
+            raise ValueError(msg)
+        if weights.shape[2] != depth:
+            msg = (f"the network's layers do not chain: conv layer {index} of filter "
+                   f"{filter_.name!r} takes {weights.shape[2]} input channels (weights of shape "
+                   f"{weights.shape}) but {source} has {depth}")
+            raise ValueError(msg)
+        if bias.shape != (count,):
+            msg = (f"Filter {filter_.name!r}: conv layer {index} needs a bias of shape "
+                   f"({count},), got {bias.shape}")
+            raise ValueError(msg)
+        depth, source = int(count), f"conv layer {index} before it"
+    channels = 1 if filter_.weights.ndim == 2 else int(filter_.weights.shape[2])
+    if channels != depth:
+        msg = (f"the network's layers do not chain: filter {filter_.name!r} takes {channels} "
+               f"feature channels but the network's last conv layer gives {depth}")
+        raise ValueError(msg)

@@ -7,6 +7,7 @@ against the lecture's formula K(F²C + 1).
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -334,8 +335,20 @@ def test_a_receptive_field_larger_than_the_window_is_an_error():
 
 def test_pooling_that_does_not_fit_the_window_is_the_lectures_error():
     patches, labels = _xor_patches(40, seed=0)
-    with pytest.raises(ValueError, match=r"does not fit.*10.5 is not a whole number.*24×24"):
+    # 25×25 → conv 5×5 → 21×21, then the pooling formula (W − F)/S + 1 of the lecture:
+    # (21 − 2)/2 + 1 = 10.5. Pooling has no padding, so the remedy is the stride or the size.
+    expected = ("layer 2 (MaxPool(2)) on a 25×25 window: `stride` 2 does not fit: "
+                "(21 − 2)/2 + 1 = 10.5 is not a whole number; change the stride or the size; "
+                "the largest window that fits is 24×24")
+    with pytest.raises(ValueError, match=re.escape(expected)):
         train_filter(np.pad(patches, ((0, 0), (0, 9), (0, 9))), labels, features="cnn")
+
+
+def test_a_conv_stride_that_does_not_fit_keeps_the_conv_wording():
+    # (24 − 5 + 2·0)/2 + 1 = 10.5: a conv layer can be padded, so the remedy names the padding
+    with pytest.raises(ValueError, match=re.escape(
+            "(24 − 5 + 2·0)/2 + 1 = 10.5 is not a whole number; change the stride or the padding")):
+        Network([Conv(8, 5, stride=2)]).check_fits(24, 24)
 
 
 def test_nan_during_training_stops_and_names_the_learning_rate():
@@ -345,22 +358,67 @@ def test_nan_during_training_stops_and_names_the_learning_rate():
                      lr=1e6, epochs=5, optimizer="sgd")
 
 
-def test_a_network_file_whose_layers_do_not_chain_is_an_error(small_cnn_filter, tmp_path, capsys):
-    params = dict(small_cnn_filter.feature_params)
-    params["0.weights"] = np.zeros((5, 5, 2, 4), np.float32)  # takes 2 channels, the image has 1
-    broken = small_cnn_filter.replace(feature_params=params)
-    broken.save(tmp_path / "broken.npz")
-    loaded = load_filter(tmp_path / "broken.npz")
-    with pytest.raises(ValueError, match=r"layers do not chain: layer 0 \(Conv\(4, 5\)\).*2 input"):
-        detect(np.zeros((40, 40), np.float32), loaded, threshold=0)
+def _two_layer_filter_file(path):
+    """Save an untrained grey two-conv-layer network filter; return the file's arrays and header."""
+    network = Network([Conv(4, 5), ReLU(), MaxPool(2), Conv(6, 3), ReLU()], channels=1, seed=0)
+    filter_ = Filter(np.ones((3, 3, 6), np.float32), features="cnn", window=(16, 16),
+                     feature_options={"layers": network.spec(), "color": False},
+                     feature_params=network.parameters(), name="two-layer")
+    filter_.save(path)
+    with np.load(path) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    return arrays, json.loads(str(arrays["header"]))
+
+
+def _edit_filter_file(path, arrays, header):
+    arrays = {**arrays, "header": np.array(json.dumps(header))}
+    with open(path, "wb") as stream:
+        np.savez(stream, **arrays)
+
+
+@pytest.mark.parametrize("mismatch", ["first layer", "second layer", "filter on top"])
+def test_a_network_file_whose_layers_do_not_chain_is_refused_on_load(mismatch, tmp_path, capsys):
+    path = tmp_path / "network.npz"
+    arrays, header = _two_layer_filter_file(path)
+    assert load_filter(path).feature_params["3.weights"].shape == (3, 3, 4, 6)  # it loads as saved
+    if mismatch == "first layer":  # a colour first layer on a grey network: takes 3, gets 1
+        arrays["feature_params.0.weights"] = np.zeros((5, 5, 3, 4), np.float32)
+        expected = r"conv layer 0 .* takes 3 input channels .* the input image has 1"
+    elif mismatch == "second layer":  # layer 0 now gives 5 channels, layer 3 still takes 4
+        arrays["feature_params.0.weights"] = np.zeros((5, 5, 1, 5), np.float32)
+        arrays["feature_params.0.bias"] = np.zeros(5, np.float32)
+        header["feature_options"]["layers"][0]["k"] = 5
+        expected = r"conv layer 3 .* takes 4 input channels .* conv layer 0 before it has 5"
+    else:  # the filter takes 7 channels, the network gives 6
+        arrays["weights"] = np.ones((3, 3, 7), np.float32)
+        expected = r"filter 'two-layer' takes 7 feature channels .* last conv layer gives 6"
+    _edit_filter_file(path, arrays, header)
+    with pytest.raises(ValueError, match="layers do not chain: " + expected):
+        load_filter(path)
     image = tmp_path / "image.png"
     from patternfind.io import save_image
 
     save_image(image, np.zeros((40, 40), np.uint8))
-    assert main([str(image), "--filter", str(tmp_path / "broken.npz"), "--threshold", "0"]) == 2
+    assert main([str(image), "--filter", str(path), "--threshold", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "do not chain" in err[0]
+    assert str(path) in err[0]
+
+
+def test_a_network_file_whose_weights_do_not_match_their_layer_is_refused(tmp_path):
+    path = tmp_path / "network.npz"
+    arrays, header = _two_layer_filter_file(path)
+    arrays["feature_params.3.weights"] = np.zeros((5, 5, 4, 6), np.float32)  # the spec says 3×3
+    _edit_filter_file(path, arrays, header)
+    with pytest.raises(ValueError, match=r"conv layer 3 has 6 filters of 3×3 but its weights "
+                                         r"have shape \(5, 5, 4, 6\)"):
+        load_filter(path)
+    del arrays["feature_params.3.bias"]
+    arrays["feature_params.3.weights"] = np.zeros((3, 3, 4, 6), np.float32)
+    _edit_filter_file(path, arrays, header)
+    with pytest.raises(ValueError, match=r"network parameter '3.bias' of conv layer 3 is missing"):
+        load_filter(path)
 
 
 def test_a_cnn_filter_needs_its_network():

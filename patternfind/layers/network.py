@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 
 from patternfind._validation import non_negative_int, positive_int
 from patternfind.layers.conv import (
+    _axis_geometry,
     _conv_backward,
     conv2d,
     conv2d_backward,
@@ -370,8 +371,7 @@ class Network:
             if isinstance(layer, ReLU):
                 continue
             try:
-                size = (output_size(size[0], layer.f, stride=layer.stride, padding=layer.padding),
-                        output_size(size[1], layer.f, stride=layer.stride, padding=layer.padding))
+                size = (_output_length(layer, size[0]), _output_length(layer, size[1]))
             except ValueError as error:
                 fitted = self.fitted_size(height, width) if self.geometry.outputs(
                     min(height, width)) else None
@@ -392,8 +392,7 @@ class Network:
                 params = num_params(layer.f, depth, layer.k)
                 depth = layer.k
             if size is not None and not isinstance(layer, ReLU):
-                size = (output_size(size[0], layer.f, stride=layer.stride, padding=layer.padding),
-                        output_size(size[1], layer.f, stride=layer.stride, padding=layer.padding))
+                size = (_output_length(layer, size[0]), _output_length(layer, size[1]))
             shape = "" if size is None else f"{size[0]}×{size[1]}×{depth}"
             lines.append(f"{layer!r:<22} {shape:>14} {params:>10}")
         lines.append(f"total parameters {self.num_params} (K(F²C + 1) per conv layer); "
@@ -560,6 +559,17 @@ def _check_conv_params(layer: Conv, index: int, channels: int) -> None:
     if layer.bias.shape != (layer.k,):
         msg = f"layer {index} ({layer!r}) must have a bias of shape ({layer.k},), got {layer.bias.shape}"
         raise ValueError(msg)
+
+
+def _output_length(layer: Conv | MaxPool | AvgPool, n: int) -> int:
+    """Output length of a conv or pooling layer along one axis; the lecture's error if it does not fit.
+
+    Conv: ``(N − F + 2P)/S + 1``; pooling has no padding: ``(W − F)/S + 1``, so
+    its error says to change the stride or the size, not the padding.
+    """
+    if isinstance(layer, Conv):
+        return output_size(n, layer.f, stride=layer.stride, padding=layer.padding)
+    return _axis_geometry(n, layer.f, layer.stride, None, "f")[0]
 
 
 def _geometry(layers: Sequence[Layer]) -> Geometry:
