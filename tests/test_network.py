@@ -21,6 +21,7 @@ from patternfind.layers.network import (
     DEFAULT_LAYERS,
     AvgPool,
     Conv,
+    LocalContrast,
     MaxPool,
     Network,
     ReLU,
@@ -63,7 +64,8 @@ def _float64_network(layers, channels, seed=0):
     ("layer", "size"),
     [(Conv(3, 3), 7), (Conv(2, 3, stride=2), 9), (Conv(2, 3, padding="same"), 7),
      (Conv(2, 2, stride=2, padding=1), 8), (ReLU(), 7), (MaxPool(2), 8), (MaxPool(3, stride=1), 7),
-     (MaxPool(2, stride=1), 7), (AvgPool(2), 8), (AvgPool(3, stride=2), 9)],
+     (MaxPool(2, stride=1), 7), (AvgPool(2), 8), (AvgPool(3, stride=2), 9),
+     (LocalContrast(3, eps=0.5), 7), (LocalContrast(5, eps=0.1), 8)],
     ids=repr,
 )
 def test_layer_backward_matches_finite_differences(layer, size):
@@ -138,8 +140,10 @@ def test_training_objective_gradient_matches_finite_differences():
         DEFAULT_LAYERS,
         [Conv(3, 3), ReLU(), MaxPool(3, stride=1), Conv(2, 3, stride=2), ReLU(), AvgPool(2)],
         [Conv(2, 4, stride=2), ReLU(), MaxPool(3, stride=2)],
+        [LocalContrast(5), Conv(3, 3), ReLU(), MaxPool(2)],
     ],
-    ids=["default", "overlapping-pool-stride2-conv", "stride2-conv-overlapping-pool"],
+    ids=["default", "overlapping-pool-stride2-conv", "stride2-conv-overlapping-pool",
+         "local-contrast-first"],
 )
 def test_network_on_a_whole_image_equals_the_network_on_every_window(layers):
     """The fully-convolutional property that makes the detector's boxes right."""
@@ -155,6 +159,21 @@ def test_network_on_a_whole_image_equals_the_network_on_every_window(layers):
                                        rtol=1e-5, atol=1e-6)
     # the map has as many entries as whole windows fit into the image
     assert whole.shape[:2] == ((41 - window) // stride + 1, (37 - window) // stride + 1)
+
+
+def test_local_contrast_equals_a_naive_loop_and_ignores_brightness_and_contrast():
+    rng = np.random.default_rng(6)
+    x = rng.random((2, 9, 8, 3))
+    layer = LocalContrast(5, eps=0.05)
+    out = layer.forward(x)[0]
+    assert out.shape == (2, 5, 4, 3)
+    for n, i, j, c in np.ndindex(*out.shape):  # a loop over outputs, independent of pool2d
+        window = x[n, i:i + 5, j:j + 5, c]
+        expected = (x[n, i + 2, j + 2, c] - window.mean()) / np.sqrt(window.var() + 0.05 ** 2)
+        assert out[n, i, j, c] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    # a brighter, higher-contrast copy: the same output, up to the eps floor (eps scaled too)
+    scaled = LocalContrast(5, eps=0.05 * 3).forward(3 * x + 0.4)[0]
+    np.testing.assert_allclose(scaled, out, rtol=1e-9, atol=1e-12)
 
 
 def test_receptive_field_and_stride_follow_the_layer_arithmetic():

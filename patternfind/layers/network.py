@@ -56,6 +56,7 @@ __all__ = [
     "AvgPool",
     "Conv",
     "Layer",
+    "LocalContrast",
     "MaxPool",
     "Network",
     "ReLU",
@@ -227,7 +228,79 @@ class AvgPool(_Pool):
     mode = "avg"
 
 
-Layer = Conv | ReLU | MaxPool | AvgPool
+class LocalContrast:
+    """Local contrast normalisation: each pixel minus the mean of the ``f × f`` window around it,
+    over that window's standard deviation.
+
+    ``y = (x_c − μ) / sqrt(σ² + eps²)`` with ``x_c`` the window's centre pixel and
+    ``μ``, ``σ²`` the window's mean and variance, per channel (Jarrett et al.,
+    "What is the best multi-stage architecture for object recognition?", 2009).
+    As a first layer it makes the network's features blind to the brightness and
+    contrast of a patch, as HOG's block normalisation does; ``eps`` keeps flat
+    regions from having their noise blown up. The window is "valid" (the output
+    is ``f − 1`` pixels smaller), so the network stays fully convolutional.
+
+    Parameters
+    ----------
+    f : int, default 5
+        Window size, odd (the centre pixel is normalised).
+    eps : float, default 0.05
+        Floor of the standard deviation, in pixel units (pixels in [0, 1]).
+    """
+
+    kind = "contrast"
+    stride = 1
+    padding = 0
+
+    def __init__(self, f: int = 5, *, eps: float = 0.05) -> None:
+        self.f = _positive(f, "f", "LocalContrast")
+        if self.f % 2 == 0:
+            msg = f"`f` of a LocalContrast layer must be odd (a centre pixel), got {f!r}"
+            raise ValueError(msg)
+        try:
+            self.eps = float(eps)
+        except (TypeError, ValueError):
+            self.eps = math.nan
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            msg = f"`eps` of a LocalContrast layer must be a positive number, got {eps!r}"
+            raise ValueError(msg)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": self.kind, "f": self.f, "eps": self.eps}
+
+    def params(self) -> dict[str, Array]:
+        return {}
+
+    def forward(self, x: Array) -> tuple[Array, Any]:
+        mean = pool2d(x, self.f, stride=1, mode="avg")
+        variance = pool2d(x * x, self.f, stride=1, mode="avg") - mean * mean
+        np.maximum(variance, 0, out=variance)  # rounding can make the variance negative
+        scale = np.sqrt(variance + x.dtype.type(self.eps ** 2))
+        r = self.f // 2
+        centre = x[:, r:r + mean.shape[1], r:r + mean.shape[2]]
+        out = (centre - mean) / scale
+        return out, (x, mean, scale, out)
+
+    def backward(self, grad_out: Array, cache: Any) -> tuple[Array | None, dict[str, Array]]:
+        # y_p = (x_c(p) − μ_p)/s_p; ∂μ_p/∂x_q = [q ∈ W_p]/n, ∂s_p/∂x_q = [q ∈ W_p](x_q − μ_p)/(n s_p).
+        # With a = g/s and b = g·y/s, the sums over the windows holding q are the
+        # average-pooling backward: dx = centre(a) − pool'(a) − x·pool'(b) + pool'(b·μ).
+        x, mean, scale, out = cache
+        a = grad_out / scale
+        b = a * out / scale
+        r = self.f // 2
+        grad_x = -pool2d_backward(a, x, self.f, stride=1, mode="avg")
+        grad_x -= x * pool2d_backward(b, x, self.f, stride=1, mode="avg")
+        grad_x += pool2d_backward(b * mean, x, self.f, stride=1, mode="avg")
+        grad_x[:, r:r + a.shape[1], r:r + a.shape[2]] += a
+        return grad_x, {}
+
+    def __repr__(self) -> str:
+        eps = f", eps={self.eps:g}" if self.eps != 0.05 else ""
+        return f"LocalContrast({self.f}{eps})"
+
+
+Layer = Conv | ReLU | MaxPool | AvgPool | LocalContrast
 
 #: The default architecture for small windows (24 × 24 and other multiples of 4 from 12):
 #: conv 5×5 ×8 → ReLU → max-pool 2 → conv 3×3 ×16 → ReLU → max-pool 2. Receptive
@@ -249,7 +322,8 @@ def layer_from_spec(spec: Mapping[str, Any]) -> Layer:
         raise ValueError(msg)
     kind = spec["type"]
     fields = {key: value for key, value in spec.items() if key != "type"}
-    builders = {"conv": Conv, "relu": ReLU, "maxpool": MaxPool, "avgpool": AvgPool}
+    builders = {"conv": Conv, "relu": ReLU, "maxpool": MaxPool, "avgpool": AvgPool,
+                "contrast": LocalContrast}
     if kind not in builders:
         msg = f"unknown layer type {kind!r}; use one of {sorted(builders)}"
         raise ValueError(msg)
@@ -302,7 +376,8 @@ class Network:
     def __init__(self, layers: Sequence[Layer | Mapping[str, Any]], *, channels: int = 1,
                  seed: int = 0) -> None:
         self.layers: list[Layer] = [
-            layer if isinstance(layer, (Conv, ReLU, MaxPool, AvgPool)) else layer_from_spec(layer)
+            layer if isinstance(layer, (Conv, ReLU, MaxPool, AvgPool, LocalContrast))
+            else layer_from_spec(layer)
             for layer in layers]
         self.channels = positive_int(channels, "channels")
         if not any(isinstance(layer, Conv) for layer in self.layers):
@@ -561,7 +636,7 @@ def _check_conv_params(layer: Conv, index: int, channels: int) -> None:
         raise ValueError(msg)
 
 
-def _output_length(layer: Conv | MaxPool | AvgPool, n: int) -> int:
+def _output_length(layer: Conv | MaxPool | AvgPool | LocalContrast, n: int) -> int:
     """Output length of a conv or pooling layer along one axis; the lecture's error if it does not fit.
 
     Conv: ``(N − F + 2P)/S + 1``; pooling has no padding: ``(W − F)/S + 1``, so
