@@ -328,7 +328,7 @@ def _check_network_chain(filter_: Filter, params: Mapping[str, NDArray[np.float3
     layers = filter_.feature_options["layers"]
     if isinstance(layers, (str, bytes)) or not isinstance(layers, (list, tuple)):
         msg = f"Filter {filter_.name!r}: feature_options['layers'] must be a list, got {layers!r}"
-        raise ValueError(msg)
+        raise TypeError(msg)
     depth = 3 if filter_.feature_options.get("color", True) else 1
     source = "the input image"
     for index, spec in enumerate(layers):

@@ -246,6 +246,28 @@ def small_cnn_filter():
                         seed=3, epochs=5)
 
 
+def test_shift_augmentation_moves_each_window_by_a_whole_pixel_offset_within_range():
+    """Every augmented window is scipy's nearest-edge shift of its source by some (dy, dx) ≤ 2."""
+    from scipy import ndimage
+
+    from patternfind.learn.network_training import _shifted
+
+    rng = np.random.default_rng(7)
+    x = rng.random((40, 9, 8, 2), dtype=np.float32)
+    moved = _shifted(x, 2, np.random.default_rng(8))
+    assert moved.shape == x.shape
+    assert moved.dtype == np.float32
+    seen = set()
+    for source, result in zip(x, moved, strict=True):
+        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                   if np.array_equal(ndimage.shift(source, (dy, dx, 0), order=0, mode="nearest"),
+                                     result)]
+        assert matches, "an augmented window is no whole-pixel shift of its source"
+        seen.update(matches)
+    assert len(seen) > 10  # the offsets vary from window to window
+    assert _shifted(x, 0, rng) is x
+
+
 def test_training_is_deterministic_per_seed(small_cnn_filter):
     patches, labels = _xor_patches(300, seed=2)
     again = train_filter(patches, labels, features="cnn", network=[Conv(4, 5), ReLU(), MaxPool(2)],
@@ -474,6 +496,8 @@ def test_cli_trains_a_cnn_filter_from_folders(tmp_path, capsys):
     [
         (["--layers", "conv:0:3"], "`k` of a Conv layer must be a positive integer, got 0"),
         (["--layers", "pool:2"], "bad layer 'pool:2'"),
+        (["--layers", "contrast:4,conv:4:5"], "`f` of a LocalContrast layer must be odd"),
+        (["--layers", "contrast:5:1"], "bad layer 'contrast:5:1'"),
         (["--layers", "conv:8:5", "--features", "hog"], "--layers applies to cnn features"),
         (["--window", "25x25"], "does not fit"),
         (["--window", "8x8"], "receptive field of 12 pixels is larger than the 8×8 window"),

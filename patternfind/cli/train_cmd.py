@@ -74,7 +74,8 @@ def build_parser() -> Parser:
                         help="feature channels (default: hog for annotations, pixels for folders)")
     parser.add_argument("--layers", type=_layers, default=None, metavar="SPEC",
                         help="cnn layers, comma-separated: conv:K:F[:STRIDE[:PADDING]], relu, "
-                             "maxpool:F[:STRIDE], avgpool:F[:STRIDE] (default "
+                             "maxpool:F[:STRIDE], avgpool:F[:STRIDE], contrast:F (local "
+                             "contrast normalisation over FxF) (default "
                              "conv:8:5,relu,maxpool:2,conv:16:3,relu,maxpool:2)")
     parser.add_argument("--cell", type=int, default=None,
                         help="HOG cell size in pixels (default 6 for annotations, else 8)")
@@ -131,10 +132,11 @@ def _layers(text: str) -> list[dict[str, Any]]:
     for item in text.split(","):
         kind, *numbers = item.strip().lower().split(":")
         names = {"conv": ("k", "f", "stride", "padding"), "relu": (),
-                 "maxpool": ("f", "stride"), "avgpool": ("f", "stride")}.get(kind)
+                 "maxpool": ("f", "stride"), "avgpool": ("f", "stride"),
+                 "contrast": ("f",)}.get(kind)
         if names is None or len(numbers) > len(names):
             msg = (f"bad layer {item!r}: use conv:K:F[:STRIDE[:PADDING]], relu, "
-                   "maxpool:F[:STRIDE] or avgpool:F[:STRIDE]")
+                   "maxpool:F[:STRIDE], avgpool:F[:STRIDE] or contrast:F")
             raise argparse.ArgumentTypeError(msg)
         spec: dict[str, Any] = {"type": kind}
         for name, number in zip(names, numbers, strict=False):

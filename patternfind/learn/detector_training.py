@@ -230,7 +230,8 @@ def train_detector(
                     settings: FitOptions) -> dict[str, Any]:
         if trained is None:
             return fit_linear(X, y, groups=groups, options=settings)
-        fit = fit_network(X, y, trained, groups=groups, options=settings, margin=context // cell)
+        fit = fit_network(X, y, trained, groups=groups, options=settings, margin=context // cell,
+                          shift=trained.total_stride // 2)  # objects fall between map cells
         nonlocal feature_shape
         feature_shape = fit.pop("feature_shape")
         return fit
