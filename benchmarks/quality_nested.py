@@ -53,8 +53,10 @@ DIGITS_LAYERS = [Conv(16, 5), ReLU(), MaxPool(2), Conv(32, 3), ReLU(), MaxPool(2
 #: Face scenes: local contrast normalisation first, so that the features ignore each
 #: scene's brightness and contrast as HOG's block normalisation does; then the default.
 FACE_LAYERS = [LocalContrast(5), *(layer_from_spec(spec) for spec in DEFAULT_LAYERS)]
-#: Face scenes: five shifted and scaled copies of each of the 61 training faces.
-FACE_TRAINING = {"jitter": 4}
+#: Face scenes: five shifted and scaled copies of each of the 61 training faces, and six
+#: rounds of hard-negative mining instead of two (validation AP 0.583 with neither and
+#: the default layers; 0.848 with the contrast layer and jitter; 0.960 with six rounds).
+FACE_TRAINING = {"jitter": 4, "mine_rounds": 6}
 
 
 def auc(scores, positive):
