@@ -268,6 +268,17 @@ def test_shift_augmentation_moves_each_window_by_a_whole_pixel_offset_within_ran
     assert _shifted(x, 0, rng) is x
 
 
+def test_training_leaves_the_callers_layers_untouched():
+    """A list of layers is an architecture: reusing it trains from the same He start each time."""
+    patches, labels = _xor_patches(120, seed=2)
+    layers = [Conv(4, 5), ReLU(), MaxPool(2)]
+    first = train_filter(patches, labels, features="cnn", network=layers, seed=3, epochs=2)
+    assert layers[0].weights is None
+    again = train_filter(patches, labels, features="cnn", network=layers, seed=3, epochs=2)
+    np.testing.assert_array_equal(again.feature_params["0.weights"],
+                                  first.feature_params["0.weights"])
+
+
 def test_training_is_deterministic_per_seed(small_cnn_filter):
     patches, labels = _xor_patches(300, seed=2)
     again = train_filter(patches, labels, features="cnn", network=[Conv(4, 5), ReLU(), MaxPool(2)],

@@ -74,8 +74,9 @@ def build_network(network: NetworkLike, feature_settings: Mapping[str, Any], *,
     elif isinstance(network, Network):
         built = Network.from_parameters(network.spec(), network.parameters(),
                                         channels=network.channels)
-    else:
-        built = Network(list(network), channels=channels, seed=seed)
+    else:  # fresh layers from their specs: training must not change the caller's objects
+        built = Network([layer.spec() if hasattr(layer, "spec") else layer for layer in network],
+                        channels=channels, seed=seed)
     if built.channels != channels:
         kind = "colour" if channels == 3 else "grey"
         msg = (f"`network` takes {built.channels} input channel(s) but the patches are {kind} "
