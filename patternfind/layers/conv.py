@@ -55,6 +55,7 @@ __all__ = [
 _PADDING_MODES = ("valid", "same")
 _POOL_MODES = ("max", "avg")
 _IM2COL_BLOCK_BYTES = 256 * 1024  # about an L2 cache
+_TAP_BLOCK_BYTES = 1024 * 1024
 # OpenBLAS (numpy's) keeps a matmul of at most 65536·4 multiply-adds on the calling thread
 _SINGLE_THREAD_MACS = 65536 * 4
 _WORKERS = min(2, os.cpu_count() or 1)
@@ -276,22 +277,24 @@ def conv2d(
     (28, 28, 4)
     """
     layer = _ConvLayer.check(x, weights, stride, padding, bias=bias)
-    windows = _windows(layer.padded_input(), layer)  # (N, H', W', Fh, Fw·C) view
+    im2col = _Im2col.of(layer)
     weight_matrix = layer.weight_matrix()
-    out = np.empty((*windows.shape[:3], weight_matrix.shape[1]), dtype=weight_matrix.dtype)
+    out = np.empty((*layer.output_nhw(), layer.k), dtype=weight_matrix.dtype)
     chunk = _single_thread_rows(weight_matrix)
 
     def run(blocks: list[tuple[slice, slice]]) -> None:
-        buffer = np.empty(_block_capacity(windows, weight_matrix.shape[1]), dtype=out.dtype)
-        for images, rows in blocks:
-            columns = _gather(windows[images, rows], buffer)
-            target = out[images, rows].reshape(len(columns), -1)
+        buffer = im2col.buffer()
+        for block in blocks:
+            columns = im2col.gather(block, buffer)[:, :-1]  # the ones are for the backward pass
+            target = out[block].reshape(len(columns), -1)
             for first in range(0, len(columns), chunk):
                 np.matmul(columns[first:first + chunk], weight_matrix,
                           out=target[first:first + chunk])
 
-    _in_threads(run, _blocks(windows, weight_matrix.shape[1]))
+    _in_threads(run, im2col.blocks)
     if layer.bias is not None:
+        # added after the matmul, not as a row of it: inside, its rounding would differ
+        # from that of a separate sum, and finite differences notice
         out += layer.bias
     return layer.shape_output(out)
 
@@ -346,46 +349,33 @@ def _conv_backward(
     """`conv2d_backward`; ``input_gradient=False`` skips ``grad_x`` (a network's first layer)."""
     layer = _ConvLayer.check(x, weights, stride, padding)
     grad = layer.check_grad_output(grad_output).reshape((*layer.output_nhw(), -1))
-    padded = layer.padded_input()
-    windows = _windows(padded, layer)
-    weight_matrix = layer.weight_matrix()
-    grad_padded = np.zeros(padded.shape, dtype=padded.dtype) if input_gradient else None
-    chunk = _single_thread_rows(weight_matrix)
+    im2col = _Im2col.of(layer)
+    scatter = _WindowGradients(layer, im2col.capacity) if input_gradient else None
+    chunk = _single_thread_rows(layer.weight_matrix())
 
     def run(blocks: list[tuple[slice, slice]]) -> NDArray[np.floating]:
-        buffer = np.empty(_block_capacity(windows, weight_matrix.shape[1]), dtype=grad.dtype)
-        grad_w = np.zeros(weight_matrix.shape, dtype=grad.dtype)
-        # this thread's images, whole (`_in_threads` splits at image boundaries): their
-        # window gradients are scattered back in one col2im, not one per small block
-        first_image, last_image = blocks[0][0].start, blocks[-1][0].stop
-        count = min(last_image, len(grad)) - first_image
-        for images, rows in blocks:
-            block_grad = grad[images, rows].reshape(-1, weight_matrix.shape[1])
-            columns = _gather(windows[images, rows], buffer)
+        buffer = im2col.buffer()
+        planes = scatter.buffer() if scatter is not None else None
+        # weight gradients and, in the last row (the columns' ones), the bias gradient
+        grad_wb = np.zeros((im2col.row_length + 1, layer.k), dtype=grad.dtype)
+        for block in blocks:
+            columns = im2col.gather(block, buffer)
+            block_grad = grad[block].reshape(len(columns), -1)
             for first in range(0, len(columns), chunk):
-                grad_w += (block_grad[first:first + chunk].T @ columns[first:first + chunk]).T
-        if grad_padded is not None:
-            # window gradients tap-major, (Fh·Fw·C, windows): each tap and channel is then
-            # one contiguous plane to add back, with no gather
-            thread_grad = grad[first_image:first_image + count].reshape(-1, weight_matrix.shape[1])
-            tap_planes = np.empty((weight_matrix.shape[0], len(thread_grad)), dtype=grad.dtype)
-            for first in range(0, len(thread_grad), chunk):
-                tap_planes[:, first:first + chunk] = (
-                    weight_matrix @ thread_grad[first:first + chunk].T)
-            _col2im(tap_planes, grad_padded[first_image:first_image + count], layer)
-        return grad_w
+                grad_wb += columns[first:first + chunk].T @ block_grad[first:first + chunk]
+            if scatter is not None:
+                assert planes is not None
+                scatter.add(block_grad, block, planes)
+        return grad_wb
 
-    # row blocks of one image scatter-add onto overlapping input rows: keep an image in one thread
-    partial_sums = _in_threads(run, _blocks(windows, weight_matrix.shape[1]), whole_images=True)
-    grad_weights = np.sum(partial_sums, axis=0).reshape(layer.weights_shape)
-    grad_bias = grad.reshape(-1, weight_matrix.shape[1]).sum(axis=0)
-    grad_bias = grad_bias if layer.has_k else grad_bias.reshape(())
-    if grad_padded is None:
+    # row blocks of one image add onto overlapping input rows: keep an image in one thread
+    partial_sums = _in_threads(run, im2col.blocks, whole_images=True)
+    grad_wb = np.sum(partial_sums, axis=0)  # in the halves' order: the same from run to run
+    grad_weights = grad_wb[:-1].reshape(layer.weights_shape)
+    grad_bias = grad_wb[-1] if layer.has_k else grad_wb[-1].reshape(())
+    if scatter is None:
         return None, grad_weights, grad_bias
-    (top, bottom), (left, right) = layer.pads
-    height, width = padded.shape[1:3]
-    grad_x = grad_padded[:, top : height - bottom, left : width - right, :]
-    return np.ascontiguousarray(grad_x).reshape(layer.x_shape), grad_weights, grad_bias
+    return scatter.input_gradient().reshape(layer.x_shape), grad_weights, grad_bias
 
 
 @dataclass(frozen=True)
@@ -464,6 +454,11 @@ class _ConvLayer:
         padded = np.zeros((n, top + height + bottom, left + width + right, channels), self.x.dtype)
         padded[:, top : top + height, left : left + width] = self.x
         return padded
+
+    @property
+    def k(self) -> int:
+        """Number of filters."""
+        return int(self.weights.shape[3])
 
     def output_nhw(self) -> tuple[int, int, int]:
         return (self.x.shape[0], *self.out_hw)
@@ -551,55 +546,180 @@ def _windows(padded: NDArray[np.floating], layer: _ConvLayer) -> NDArray[np.floa
     )
 
 
-def _blocks(windows: NDArray[np.floating], k: int) -> list[tuple[slice, slice]]:
-    """Split the output into blocks of ``(images, rows)`` that each fit `_block_capacity`.
+def _tap_major(layer: _ConvLayer) -> bool:
+    """Whether to build im2col one filter tap at a time rather than one window row at a time.
+
+    A copy is fast when it moves long contiguous runs. Row by row, a run is a
+    window row (Fw·C floats); tap by tap, from a channels-first copy of the
+    input, it is an output row (W' floats, contiguous at stride 1 only). Few
+    channels and wide maps (a grey or RGB first layer) favour taps; many
+    channels on small maps, or strides, favour rows.
+    """
+    fw, channels = layer.weights.shape[1:3]
+    return layer.strides[1] == 1 and fw * channels < layer.out_hw[1]
+
+
+@dataclass(frozen=True)
+class _Im2col:
+    """The im2col of one conv2d call, built block by block (private).
+
+    ``gather`` returns a block's ``(windows, Fh·Fw·C + 1)`` matrix whose last
+    column is ones, so that a bias row in the weight matrix is added by the
+    matmul itself and the bias gradient comes out of the weight-gradient matmul.
+    Row-major blocks copy window rows of the channels-last input (``source`` is
+    `_windows`); tap-major blocks hold the transposed matrix, each tap and
+    channel one plane copied from the channels-first input (``source``).
+    """
+
+    layer: _ConvLayer
+    source: NDArray[np.floating]
+    tap_major: bool
+    blocks: list[tuple[slice, slice]]
+    capacity: int  # windows in the largest block
+
+    @classmethod
+    def of(cls, layer: _ConvLayer) -> _Im2col:
+        padded = layer.padded_input()
+        windows = _windows(padded, layer)
+        tap_major = _tap_major(layer)
+        # tap-major blocks take Fh·Fw copies each: larger blocks keep the calls few
+        blocks = _blocks(windows, budget=_TAP_BLOCK_BYTES if tap_major else _IM2COL_BLOCK_BYTES)
+        capacity = max(len(range(len(padded))[images]) * (rows.stop - rows.start)
+                       for images, rows in blocks) * layer.out_hw[1]
+        source = np.ascontiguousarray(np.moveaxis(padded, 3, 0)) if tap_major else windows
+        return cls(layer, source, tap_major, blocks, capacity)
+
+    @property
+    def row_length(self) -> int:
+        """``Fh·Fw·C``: the values under one window."""
+        return int(np.prod(self.layer.weights.shape[:3]))
+
+    def buffer(self) -> NDArray[np.floating]:
+        """A thread's scratch for `gather`, with its column (or row) of ones already set."""
+        shape = (self.row_length + 1, self.capacity)
+        buffer = np.empty(shape if self.tap_major else shape[::-1], dtype=self.source.dtype)
+        if self.tap_major:
+            buffer[-1] = 1
+        else:
+            buffer[:, -1] = 1
+        return buffer
+
+    def gather(self, block: tuple[slice, slice], buffer: NDArray[np.floating]
+               ) -> NDArray[np.floating]:
+        """im2col of the windows of ``block`` = (images, output rows), with the ones column."""
+        images, rows = block
+        count = len(range(self.layer.x.shape[0])[images]) * (rows.stop - rows.start)
+        count *= self.layer.out_hw[1]
+        if not self.tap_major:
+            part = self.source[images, rows]
+            np.copyto(buffer[:count, :-1].reshape(part.shape), part)
+            return buffer[:count]
+        fh, fw, channels = self.layer.weights.shape[:3]
+        (sh, sw), out_w = self.layer.strides, self.layer.out_hw[1]
+        planes = buffer[:-1, :count].reshape(fh, fw, channels, -1, rows.stop - rows.start, out_w)
+        for i in range(fh):  # a loop over filter taps, never over pixels
+            top = rows.start * sh + i
+            for j in range(fw):
+                np.copyto(planes[i, j], self.source[:, images, top : top + planes.shape[4] * sh : sh,
+                                                    j : j + out_w * sw : sw])
+        return buffer[:, :count].T
+
+
+class _WindowGradients:
+    """Adds the gradient of every window back onto the padded input (im2col's adjoint).
+
+    Each filter row is taken in rounds of ``sw`` neighbouring taps (one tap at
+    stride 1). A round's taps land on ``sw`` neighbouring input columns per
+    window, which the next window's round continues without overlap, so the
+    round's window gradients ``grad_output @ weights[i, round]ᵀ``, computed as
+    one ``(windows, sw·C)`` plane, are added to whole input rows at once.
+    """
+
+    def __init__(self, layer: _ConvLayer, capacity: int) -> None:
+        fh, fw, channels, k = layer.weights.shape
+        sw = layer.strides[1]
+        self.layer = layer
+        self.capacity = capacity
+        self.rounds = -(-fw // sw)
+        # the last round is filled up with zero taps, which reach past the padded input
+        round_weights = np.zeros((fh, self.rounds * sw, channels, k), dtype=layer.x.dtype)
+        round_weights[:, :fw] = layer.weights
+        round_weights = round_weights.reshape(fh * self.rounds, sw * channels, k)
+        self.width = sw * channels  # a round's values per window
+        if self.width == 1:  # one (rounds, K) @ (K, windows) matmul, not many matrix-vector ones
+            self.round_weights = round_weights[:, 0, :]
+        else:
+            self.round_weights = np.ascontiguousarray(round_weights.transpose(0, 2, 1))
+        (top, bottom), (left, right) = layer.pads
+        n, height, width = layer.x.shape[:3]
+        self.grad_padded = np.zeros(
+            (n, top + height + bottom, left + width + right + self.rounds * sw - fw, channels),
+            dtype=layer.x.dtype)
+        self.chunk = _single_thread_rows(layer.weight_matrix())
+
+    def buffer(self) -> NDArray[np.floating]:
+        shape = (self.layer.weights.shape[0] * self.rounds, self.capacity, self.width)
+        return np.empty(shape, dtype=self.layer.x.dtype)
+
+    def add(self, block_grad: NDArray[np.floating], block: tuple[slice, slice],
+            buffer: NDArray[np.floating]) -> None:
+        """Add the input gradient of the windows of ``block``; ``block_grad`` is (windows, K)."""
+        count = len(block_grad)
+        planes = buffer[:, :count]
+        for first in range(0, count, self.chunk):
+            part = slice(first, first + self.chunk)
+            if self.width == 1:
+                np.matmul(self.round_weights, block_grad[part].T, out=planes[:, part, 0])
+            else:
+                np.matmul(block_grad[part], self.round_weights, out=planes[:, part])
+        images, rows = block
+        (sh, sw), out_w = self.layer.strides, self.layer.out_hw[1]
+        channels = self.layer.weights.shape[2]
+        planes = planes.reshape(-1, self.rounds, count // out_w, out_w * sw, channels)
+        for i in range(planes.shape[0]):  # a loop over filter rows and rounds, never over pixels
+            top = rows.start * sh + i
+            for r in range(self.rounds):
+                target = self.grad_padded[images, top : top + (rows.stop - rows.start) * sh : sh,
+                                          r * sw : r * sw + out_w * sw]
+                target += planes[i, r].reshape(target.shape)
+
+    def input_gradient(self) -> NDArray[np.floating]:
+        """The gradient with respect to the unpadded input, ``(N, H, W, C)``."""
+        (top, bottom), (left, right) = self.layer.pads
+        height, width = self.grad_padded.shape[1:3]
+        right += width - (left + self.layer.x.shape[2] + right)  # and the zero taps' spare columns
+        return np.ascontiguousarray(
+            self.grad_padded[:, top : height - bottom, left : width - right, :])
+
+
+def _blocks(windows: NDArray[np.floating], k: int = 0, *, budget: int = _IM2COL_BLOCK_BYTES
+            ) -> list[tuple[slice, slice]]:
+    """Split the output into blocks of ``(images, rows)`` whose im2col fits in ``budget`` bytes.
 
     Several small images go to one block (a training batch is not a Python loop
-    over images); a large image is split into blocks of rows.
+    over images); a large image is split into blocks of rows. ``k`` is unused
+    (the matmuls are cut to size separately, see `_single_thread_rows`).
     """
-    n, out_h = windows.shape[:2]
-    rows_per_block = _block_rows(windows, k)
+    n, out_h, out_w = windows.shape[:3]
+    row_length = windows.shape[3] * windows.shape[4] + 1  # Fh·Fw·C and the ones
+    rows_per_block = max(1, budget // (out_w * row_length * windows.itemsize))
     if rows_per_block >= out_h:
         per_block = max(1, rows_per_block // out_h)
-        return [(slice(first, first + per_block), slice(0, out_h)) for first in range(0, n, per_block)]
-    return [(slice(image, image + 1), slice(top, top + rows_per_block))
+        return [(slice(first, min(first + per_block, n)), slice(0, out_h))
+                for first in range(0, n, per_block)]
+    return [(slice(image, image + 1), slice(top, min(top + rows_per_block, out_h)))
             for image in range(n) for top in range(0, out_h, rows_per_block)]
 
 
-def _block_rows(windows: NDArray[np.floating], k: int) -> int:
-    """Output rows per block: the block's im2col stays in cache, and its matmul stays small.
+def _single_thread_rows(weight_matrix: NDArray[np.floating]) -> int:
+    """Matrix rows per matmul that OpenBLAS keeps on the calling thread.
 
     OpenBLAS runs a matmul of fewer than ``_SINGLE_THREAD_MACS`` multiply-adds on
     the calling thread. Larger ones use its own threads, which spin-wait on
     each other: on a busy machine that made the layers' matmuls 5-25× slower.
     The blocks are spread over our threads instead (`_in_threads`).
     """
-    out_w = windows.shape[2]
-    row_length = windows.shape[3] * windows.shape[4]  # Fh·Fw·C
-    by_cache = _IM2COL_BLOCK_BYTES // (out_w * row_length * windows.itemsize)
-    by_macs = _SINGLE_THREAD_MACS // (out_w * row_length * k)  # whole matmuls when possible
-    return max(1, min(by_cache, max(by_macs, 1)))
-
-
-def _single_thread_rows(weight_matrix: NDArray[np.floating]) -> int:
-    """im2col rows per matmul that OpenBLAS keeps on the calling thread (see `_block_rows`)."""
-    return max(1, _SINGLE_THREAD_MACS // weight_matrix.size)
-
-
-def _block_capacity(windows: NDArray[np.floating], k: int) -> tuple[int, int]:
-    """Shape of a thread's im2col buffer: the largest block of `_blocks`, as rows."""
-    n, out_h, out_w = windows.shape[:3]
-    rows = _block_rows(windows, k)
-    rows = (rows // out_h) * out_h if rows >= out_h else rows
-    return min(rows, n * out_h) * out_w, windows.shape[3] * windows.shape[4]
-
-
-def _gather(block: NDArray[np.floating], buffer: NDArray[np.floating]) -> NDArray[np.floating]:
-    """im2col of one block of the windows view into ``buffer``: ``(windows, Fh·Fw·C)``."""
-    count = math.prod(block.shape[:3])
-    columns = buffer[:count]
-    np.copyto(columns.reshape(block.shape), block)
-    return columns
+    return max(1, _SINGLE_THREAD_MACS // weight_matrix[..., 0].size // weight_matrix.shape[-1])
 
 
 def _in_threads(run: Any, blocks: list[tuple[slice, slice]], *, whole_images: bool = False
@@ -628,26 +748,6 @@ def _executor() -> ThreadPoolExecutor:
 
 # A forked worker (batch processing) inherits the pool but not its thread: start afresh.
 os.register_at_fork(after_in_child=_executor.cache_clear)
-
-
-def _col2im(
-    tap_planes: NDArray[np.floating], grad: NDArray[np.floating], layer: _ConvLayer
-) -> None:
-    """Scatter-add window gradients onto the padded input ``grad`` (im2col's adjoint).
-
-    ``tap_planes`` is ``(Fh·Fw·C, n·H'·W')``: row ``(i, j, c)`` holds, for every
-    window, the gradient of its tap ``(i, j)`` in channel ``c``.
-    """
-    fh, fw = layer.weights.shape[:2]
-    sh, sw = layer.strides
-    out_h, out_w = layer.out_hw
-    count, channels = grad.shape[0], grad.shape[3]
-    planes = tap_planes.reshape(fh, fw, channels, count, out_h, out_w)
-    for i in range(fh):  # a loop over filter taps, never over pixels
-        for j in range(fw):
-            target = grad[:, i : i + (out_h - 1) * sh + 1 : sh, j : j + (out_w - 1) * sw + 1 : sw]
-            for c in range(channels):
-                target[..., c] += planes[i, j, c]
 
 
 # ----------------------------------------------------------------------------
