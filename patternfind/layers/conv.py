@@ -280,22 +280,24 @@ def conv2d(
     im2col = _Im2col.of(layer)
     weight_matrix = layer.weight_matrix()
     out = np.empty((*layer.output_nhw(), layer.k), dtype=weight_matrix.dtype)
-    chunk = _single_thread_rows(weight_matrix)
+    chunk = _single_thread_rows(weight_matrix.size)
 
     def run(blocks: list[tuple[slice, slice]]) -> None:
         buffer = im2col.buffer()
+        product = np.empty((im2col.capacity, layer.k), dtype=out.dtype)
         for block in blocks:
             columns = im2col.gather(block, buffer)[:, :-1]  # the ones are for the backward pass
-            target = out[block].reshape(len(columns), -1)
+            # straight into `out` when its rows are the matrix's rows
+            target = (product[: len(columns)] if im2col.tap_major
+                      else out[block].reshape(len(columns), -1))
             for first in range(0, len(columns), chunk):
                 np.matmul(columns[first:first + chunk], weight_matrix,
                           out=target[first:first + chunk])
+            # the bias is added here, in cache, not as a row of the matmul: inside it, its
+            # rounding would change with the weights, which finite differences would see
+            im2col.keep_output(target, block, out, layer.bias)
 
     _in_threads(run, im2col.blocks)
-    if layer.bias is not None:
-        # added after the matmul, not as a row of it: inside, its rounding would differ
-        # from that of a separate sum, and finite differences notice
-        out += layer.bias
     return layer.shape_output(out)
 
 
@@ -350,22 +352,24 @@ def _conv_backward(
     layer = _ConvLayer.check(x, weights, stride, padding)
     grad = layer.check_grad_output(grad_output).reshape((*layer.output_nhw(), -1))
     im2col = _Im2col.of(layer)
-    scatter = _WindowGradients(layer, im2col.capacity) if input_gradient else None
-    chunk = _single_thread_rows(layer.weight_matrix())
+    scatter: _TapGradients | _WindowGradients | None = None
+    if input_gradient:
+        scatter = (_TapGradients if im2col.tap_major else _WindowGradients)(layer, im2col.capacity)
+    chunk = _single_thread_rows(layer.weight_matrix().size)
 
     def run(blocks: list[tuple[slice, slice]]) -> NDArray[np.floating]:
-        buffer = im2col.buffer()
+        buffer, wide_buffer = im2col.buffer(), im2col.grad_buffer()
         planes = scatter.buffer() if scatter is not None else None
         # weight gradients and, in the last row (the columns' ones), the bias gradient
         grad_wb = np.zeros((im2col.row_length + 1, layer.k), dtype=grad.dtype)
         for block in blocks:
             columns = im2col.gather(block, buffer)
-            block_grad = grad[block].reshape(len(columns), -1)
+            wide_grad = im2col.widen(grad[block], wide_buffer)
             for first in range(0, len(columns), chunk):
-                grad_wb += columns[first:first + chunk].T @ block_grad[first:first + chunk]
+                grad_wb += columns[first:first + chunk].T @ wide_grad[first:first + chunk]
             if scatter is not None:
                 assert planes is not None
-                scatter.add(block_grad, block, planes)
+                scatter.add(grad[block].reshape(-1, layer.k), block, planes)
         return grad_wb
 
     # row blocks of one image add onto overlapping input rows: keep an image in one thread
@@ -563,19 +567,27 @@ def _tap_major(layer: _ConvLayer) -> bool:
 class _Im2col:
     """The im2col of one conv2d call, built block by block (private).
 
-    ``gather`` returns a block's ``(windows, Fh·Fw·C + 1)`` matrix whose last
-    column is ones, so that a bias row in the weight matrix is added by the
-    matmul itself and the bias gradient comes out of the weight-gradient matmul.
-    Row-major blocks copy window rows of the channels-last input (``source`` is
-    `_windows`); tap-major blocks hold the transposed matrix, each tap and
-    channel one plane copied from the channels-first input (``source``).
+    ``gather`` returns a block's ``(rows, Fh·Fw·C + 1)`` matrix, one row per
+    window, whose last column is ones: its product with the output gradient
+    gives the bias gradient beside the weight gradient.
+
+    - Row-major blocks copy window rows of the channels-last input (``source``
+      is `_windows`): one matrix row per output pixel.
+    - Tap-major blocks hold the transposed matrix. Each tap and channel is one
+      plane copied from a channels-first copy of the input (``source``, flat
+      per channel, with spare zeros at the end). The planes span the
+      padded input's full width ``Wp``, so that a tap's rows follow each other
+      in memory and a whole image is one copy; the ``Wp − W'`` windows past the
+      right edge of each row are computed and dropped (`keep_output`), or get a
+      zero gradient (`widen`).
     """
 
     layer: _ConvLayer
     source: NDArray[np.floating]
     tap_major: bool
     blocks: list[tuple[slice, slice]]
-    capacity: int  # windows in the largest block
+    row_width: int  # matrix rows per output row: W', or Wp when tap-major
+    padded_hw: tuple[int, int]
 
     @classmethod
     def of(cls, layer: _ConvLayer) -> _Im2col:
@@ -584,15 +596,32 @@ class _Im2col:
         tap_major = _tap_major(layer)
         # tap-major blocks take Fh·Fw copies each: larger blocks keep the calls few
         blocks = _blocks(windows, budget=_TAP_BLOCK_BYTES if tap_major else _IM2COL_BLOCK_BYTES)
-        capacity = max(len(range(len(padded))[images]) * (rows.stop - rows.start)
-                       for images, rows in blocks) * layer.out_hw[1]
-        source = np.ascontiguousarray(np.moveaxis(padded, 3, 0)) if tap_major else windows
-        return cls(layer, source, tap_major, blocks, capacity)
+        n, height, width, channels = padded.shape
+        if not tap_major:
+            return cls(layer, windows, False, blocks, layer.out_hw[1], (height, width))
+        # each image's planes are read up to sh - 1 rows and Fw - 1 values past its end
+        spare = (layer.strides[0] - 1) * width + layer.weights.shape[1] - 1
+        flat = np.zeros((channels, n * height * width + spare), dtype=padded.dtype)
+        flat[:, : n * height * width].reshape(channels, n, height, width)[...] = (
+            np.moveaxis(padded, 3, 0))
+        source = as_strided(flat, shape=(channels, n, height * width + spare),
+                            strides=(flat.strides[0], height * width * flat.itemsize,
+                                     flat.itemsize), writeable=False)
+        return cls(layer, source, True, blocks, width, (height, width))
 
     @property
     def row_length(self) -> int:
         """``Fh·Fw·C``: the values under one window."""
         return int(np.prod(self.layer.weights.shape[:3]))
+
+    @property
+    def capacity(self) -> int:
+        """Matrix rows of the largest block."""
+        return max(self._count(block) for block in self.blocks)
+
+    def _count(self, block: tuple[slice, slice]) -> int:
+        images, rows = block
+        return (images.stop - images.start) * (rows.stop - rows.start) * self.row_width
 
     def buffer(self) -> NDArray[np.floating]:
         """A thread's scratch for `gather`, with its column (or row) of ones already set."""
@@ -607,22 +636,64 @@ class _Im2col:
     def gather(self, block: tuple[slice, slice], buffer: NDArray[np.floating]
                ) -> NDArray[np.floating]:
         """im2col of the windows of ``block`` = (images, output rows), with the ones column."""
-        images, rows = block
-        count = len(range(self.layer.x.shape[0])[images]) * (rows.stop - rows.start)
-        count *= self.layer.out_hw[1]
+        count = self._count(block)
         if not self.tap_major:
-            part = self.source[images, rows]
+            part = self.source[block]
             np.copyto(buffer[:count, :-1].reshape(part.shape), part)
             return buffer[:count]
+        images, rows = block
         fh, fw, channels = self.layer.weights.shape[:3]
-        (sh, sw), out_w = self.layer.strides, self.layer.out_hw[1]
-        planes = buffer[:-1, :count].reshape(fh, fw, channels, -1, rows.stop - rows.start, out_w)
+        sh = self.layer.strides[0]
+        height, width = self.padded_hw
+        count_rows = rows.stop - rows.start
+        planes = buffer[:-1, :count].reshape(fh, fw, channels, -1, count_rows, width)
         for i in range(fh):  # a loop over filter taps, never over pixels
-            top = rows.start * sh + i
             for j in range(fw):
-                np.copyto(planes[i, j], self.source[:, images, top : top + planes.shape[4] * sh : sh,
-                                                    j : j + out_w * sw : sw])
+                # whole padded rows from (i, j) on; the last one runs j values into the next
+                start = (rows.start * sh + i) * width + j
+                tap = self.source[:, images, start : start + count_rows * sh * width]
+                tap = tap.reshape(*tap.shape[:2], count_rows, sh * width)[..., :width]
+                np.copyto(planes[i, j], tap)
         return buffer[:, :count].T
+
+    def keep_output(self, product: NDArray[np.floating], block: tuple[slice, slice],
+                    out: NDArray[np.floating], bias: NDArray[np.floating] | None) -> None:
+        """Write the ``(rows, K)`` product of `gather` for ``block`` to ``out``, plus the bias.
+
+        Row-major products are already in ``out`` (the matmul wrote there).
+        """
+        target = out[block]
+        row = target.shape[2] * target.shape[3]  # W'·K values per output row
+        target = target.reshape(-1, row)
+        if self.tap_major:
+            kept = product.reshape(len(target), -1)[:, :row]
+        if bias is not None:
+            # one bias per output row, not per pixel: numpy then adds whole rows at a time
+            bias_row = np.tile(bias, row // len(bias)) if bias.ndim else bias
+            np.add(kept if self.tap_major else target, bias_row, out=target)
+        elif self.tap_major:
+            np.copyto(target, kept)
+
+    def widen(self, block_grad: NDArray[np.floating], buffer: NDArray[np.floating]
+              ) -> NDArray[np.floating]:
+        """The output gradient of a block as ``(rows, K)`` matching `gather`'s rows.
+
+        ``buffer`` is zero where the dropped windows are (`grad_buffer`).
+        """
+        if not self.tap_major:
+            return block_grad.reshape(-1, block_grad.shape[-1])
+        rows = buffer[: self._count_of(block_grad)]
+        np.copyto(rows.reshape(*block_grad.shape[:2], self.row_width, -1)[:, :, :block_grad.shape[2]],
+                  block_grad)
+        return rows
+
+    def _count_of(self, block_grad: NDArray[np.floating]) -> int:
+        return block_grad.shape[0] * block_grad.shape[1] * self.row_width
+
+    def grad_buffer(self) -> NDArray[np.floating]:
+        """A thread's zeroed scratch for `widen`."""
+        return np.zeros((self.capacity if self.tap_major else 0, self.layer.k),
+                        dtype=self.source.dtype)
 
 
 class _WindowGradients:
@@ -655,7 +726,9 @@ class _WindowGradients:
         self.grad_padded = np.zeros(
             (n, top + height + bottom, left + width + right + self.rounds * sw - fw, channels),
             dtype=layer.x.dtype)
-        self.chunk = _single_thread_rows(layer.weight_matrix())
+        # each matmul is (rows, K) @ (K, sw·C), or all rounds at once when sw·C = 1
+        self.chunk = _single_thread_rows(self.round_weights.size if self.width == 1
+                                         else k * self.width)
 
     def buffer(self) -> NDArray[np.floating]:
         shape = (self.layer.weights.shape[0] * self.rounds, self.capacity, self.width)
@@ -692,6 +765,55 @@ class _WindowGradients:
             self.grad_padded[:, top : height - bottom, left : width - right, :])
 
 
+class _TapGradients:
+    """Adds the gradient of every window back onto the padded input, tap by tap.
+
+    The adjoint of the tap-major `_Im2col`: one matmul ``weights @
+    grad_outputᵀ`` gives, for each tap and channel, a plane of window
+    gradients laid out like the rows it lands on in a channels-first copy of
+    the input, so each tap is one add of whole rows for all channels.
+    """
+
+    def __init__(self, layer: _ConvLayer, capacity: int) -> None:
+        self.layer = layer
+        self.capacity = capacity
+        self.weight_matrix = layer.weight_matrix()  # (Fh·Fw·C, K)
+        (top, bottom), (left, right) = layer.pads
+        n, height, width, channels = layer.x.shape
+        self.grad_padded = np.zeros((channels, n, top + height + bottom, left + width + right),
+                                    dtype=layer.x.dtype)
+        self.chunk = _single_thread_rows(self.weight_matrix.size)
+
+    def buffer(self) -> NDArray[np.floating]:
+        return np.empty((len(self.weight_matrix), self.capacity), dtype=self.layer.x.dtype)
+
+    def add(self, block_grad: NDArray[np.floating], block: tuple[slice, slice],
+            buffer: NDArray[np.floating]) -> None:
+        """Add the input gradient of the windows of ``block``; ``block_grad`` is (windows, K)."""
+        count = len(block_grad)
+        planes = buffer[:, :count]
+        for first in range(0, count, self.chunk):
+            part = slice(first, first + self.chunk)
+            np.matmul(self.weight_matrix, block_grad[part].T, out=planes[:, part])
+        images, rows = block
+        fh, fw, channels = self.layer.weights.shape[:3]
+        sh, out_w = self.layer.strides[0], self.layer.out_hw[1]
+        planes = planes.reshape(fh, fw, channels, -1, rows.stop - rows.start, out_w)
+        for i in range(fh):  # a loop over filter taps, never over pixels
+            top = rows.start * sh + i
+            for j in range(fw):
+                target = self.grad_padded[:, images, top : top + planes.shape[4] * sh : sh,
+                                          j : j + out_w]
+                target += planes[i, j]
+
+    def input_gradient(self) -> NDArray[np.floating]:
+        """The gradient with respect to the unpadded input, ``(N, H, W, C)``."""
+        (top, bottom), (left, right) = self.layer.pads
+        height, width = self.grad_padded.shape[2:]
+        return np.ascontiguousarray(np.moveaxis(
+            self.grad_padded[:, :, top : height - bottom, left : width - right], 0, 3))
+
+
 def _blocks(windows: NDArray[np.floating], k: int = 0, *, budget: int = _IM2COL_BLOCK_BYTES
             ) -> list[tuple[slice, slice]]:
     """Split the output into blocks of ``(images, rows)`` whose im2col fits in ``budget`` bytes.
@@ -711,7 +833,7 @@ def _blocks(windows: NDArray[np.floating], k: int = 0, *, budget: int = _IM2COL_
             for image in range(n) for top in range(0, out_h, rows_per_block)]
 
 
-def _single_thread_rows(weight_matrix: NDArray[np.floating]) -> int:
+def _single_thread_rows(macs_per_row: int) -> int:
     """Matrix rows per matmul that OpenBLAS keeps on the calling thread.
 
     OpenBLAS runs a matmul of fewer than ``_SINGLE_THREAD_MACS`` multiply-adds on
@@ -719,7 +841,7 @@ def _single_thread_rows(weight_matrix: NDArray[np.floating]) -> int:
     each other: on a busy machine that made the layers' matmuls 5-25× slower.
     The blocks are spread over our threads instead (`_in_threads`).
     """
-    return max(1, _SINGLE_THREAD_MACS // weight_matrix[..., 0].size // weight_matrix.shape[-1])
+    return max(1, _SINGLE_THREAD_MACS // macs_per_row)
 
 
 def _in_threads(run: Any, blocks: list[tuple[slice, slice]], *, whole_images: bool = False
