@@ -55,7 +55,7 @@ __all__ = [
 _PADDING_MODES = ("valid", "same")
 _POOL_MODES = ("max", "avg")
 _IM2COL_BLOCK_BYTES = 256 * 1024  # about an L2 cache
-_TAP_BLOCK_BYTES = 1024 * 1024
+_TAP_BLOCK_BYTES = 2 * 1024 * 1024  # taps take Fh·Fw copies per block: fewer, larger blocks
 # OpenBLAS (numpy's) keeps a matmul of at most 65536·4 multiply-adds on the calling thread
 _SINGLE_THREAD_MACS = 65536 * 4
 _WORKERS = min(2, os.cpu_count() or 1)
@@ -354,7 +354,8 @@ def _conv_backward(
     im2col = _Im2col.of(layer)
     scatter: _TapGradients | _WindowGradients | None = None
     if input_gradient:
-        scatter = (_TapGradients if im2col.tap_major else _WindowGradients)(layer, im2col.capacity)
+        scatter = (_TapGradients(layer, im2col) if im2col.tap_major
+                   else _WindowGradients(layer, im2col.capacity))
     chunk = _single_thread_rows(layer.weight_matrix().size)
 
     def run(blocks: list[tuple[slice, slice]]) -> NDArray[np.floating]:
@@ -369,7 +370,8 @@ def _conv_backward(
                 grad_wb += columns[first:first + chunk].T @ wide_grad[first:first + chunk]
             if scatter is not None:
                 assert planes is not None
-                scatter.add(grad[block].reshape(-1, layer.k), block, planes)
+                scatter.add(wide_grad if im2col.tap_major else grad[block].reshape(-1, layer.k),
+                            block, planes)
         return grad_wb
 
     # row blocks of one image add onto overlapping input rows: keep an image in one thread
@@ -553,11 +555,13 @@ def _windows(padded: NDArray[np.floating], layer: _ConvLayer) -> NDArray[np.floa
 def _tap_major(layer: _ConvLayer) -> bool:
     """Whether to build im2col one filter tap at a time rather than one window row at a time.
 
-    A copy is fast when it moves long contiguous runs. Row by row, a run is a
-    window row (Fw·C floats); tap by tap, from a channels-first copy of the
-    input, it is an output row (W' floats, contiguous at stride 1 only). Few
-    channels and wide maps (a grey or RGB first layer) favour taps; many
-    channels on small maps, or strides, favour rows.
+    Row by row, im2col copies runs of Fw·C floats (a window row) and the matmul
+    covers exactly the output. Tap by tap, from a channels-first copy of the
+    input, it copies runs of whole padded rows, but the matmul also covers the
+    ``Wp − W'`` windows past each row's end, and the output must be cut out of
+    it. Taps win when the windows are narrow next to the rows, as in a grey or
+    RGB first layer (measured with benchmarks/bench_conv.py); a column stride
+    breaks the runs up.
     """
     fw, channels = layer.weights.shape[1:3]
     return layer.strides[1] == 1 and fw * channels < layer.out_hw[1]
@@ -769,49 +773,54 @@ class _TapGradients:
     """Adds the gradient of every window back onto the padded input, tap by tap.
 
     The adjoint of the tap-major `_Im2col`: one matmul ``weights @
-    grad_outputᵀ`` gives, for each tap and channel, a plane of window
-    gradients laid out like the rows it lands on in a channels-first copy of
-    the input, so each tap is one add of whole rows for all channels.
+    grad_outputᵀ``, over its rows of whole padded width, gives for each tap
+    and channel a plane of window gradients laid out like the padded rows it
+    lands on in a channels-first copy of the input, so each tap is one add of
+    long runs. The windows past the right edge have a zero gradient, and each
+    image has spare room after its rows for the runs that go past its end.
     """
 
-    def __init__(self, layer: _ConvLayer, capacity: int) -> None:
+    def __init__(self, layer: _ConvLayer, im2col: _Im2col) -> None:
         self.layer = layer
-        self.capacity = capacity
+        self.capacity = im2col.capacity
         self.weight_matrix = layer.weight_matrix()  # (Fh·Fw·C, K)
-        (top, bottom), (left, right) = layer.pads
-        n, height, width, channels = layer.x.shape
-        self.grad_padded = np.zeros((channels, n, top + height + bottom, left + width + right),
-                                    dtype=layer.x.dtype)
+        height, width = im2col.padded_hw
+        self.padded_hw = (height, width)
+        n, channels = layer.x.shape[0], layer.x.shape[3]
+        self.grad_padded = np.zeros((channels, n, im2col.source.shape[2]), dtype=layer.x.dtype)
         self.chunk = _single_thread_rows(self.weight_matrix.size)
 
     def buffer(self) -> NDArray[np.floating]:
         return np.empty((len(self.weight_matrix), self.capacity), dtype=self.layer.x.dtype)
 
-    def add(self, block_grad: NDArray[np.floating], block: tuple[slice, slice],
+    def add(self, wide_grad: NDArray[np.floating], block: tuple[slice, slice],
             buffer: NDArray[np.floating]) -> None:
-        """Add the input gradient of the windows of ``block``; ``block_grad`` is (windows, K)."""
-        count = len(block_grad)
+        """Add the input gradient of ``block``; ``wide_grad`` is `_Im2col.widen`'s (rows, K)."""
+        count = len(wide_grad)
         planes = buffer[:, :count]
         for first in range(0, count, self.chunk):
             part = slice(first, first + self.chunk)
-            np.matmul(self.weight_matrix, block_grad[part].T, out=planes[:, part])
+            np.matmul(self.weight_matrix, wide_grad[part].T, out=planes[:, part])
         images, rows = block
         fh, fw, channels = self.layer.weights.shape[:3]
-        sh, out_w = self.layer.strides[0], self.layer.out_hw[1]
-        planes = planes.reshape(fh, fw, channels, -1, rows.stop - rows.start, out_w)
+        sh, width = self.layer.strides[0], self.padded_hw[1]
+        count_rows = rows.stop - rows.start
+        planes = planes.reshape(fh, fw, channels, -1, count_rows, width)
         for i in range(fh):  # a loop over filter taps, never over pixels
-            top = rows.start * sh + i
             for j in range(fw):
-                target = self.grad_padded[:, images, top : top + planes.shape[4] * sh : sh,
-                                          j : j + out_w]
+                start = (rows.start * sh + i) * width + j
+                target = self.grad_padded[:, images, start : start + count_rows * sh * width]
+                target = target.reshape(*target.shape[:2], count_rows, sh * width)[..., :width]
                 target += planes[i, j]
 
     def input_gradient(self) -> NDArray[np.floating]:
         """The gradient with respect to the unpadded input, ``(N, H, W, C)``."""
         (top, bottom), (left, right) = self.layer.pads
-        height, width = self.grad_padded.shape[2:]
-        return np.ascontiguousarray(np.moveaxis(
-            self.grad_padded[:, :, top : height - bottom, left : width - right], 0, 3))
+        height, width = self.padded_hw
+        channels, n = self.grad_padded.shape[:2]
+        grad = self.grad_padded[:, :, : height * width].reshape(channels, n, height, width)
+        return np.ascontiguousarray(
+            np.moveaxis(grad[:, :, top : height - bottom, left : width - right], 0, 3))
 
 
 def _blocks(windows: NDArray[np.floating], k: int = 0, *, budget: int = _IM2COL_BLOCK_BYTES
@@ -825,6 +834,8 @@ def _blocks(windows: NDArray[np.floating], k: int = 0, *, budget: int = _IM2COL_
     n, out_h, out_w = windows.shape[:3]
     row_length = windows.shape[3] * windows.shape[4] + 1  # Fh·Fw·C and the ones
     rows_per_block = max(1, budget // (out_w * row_length * windows.itemsize))
+    if _WORKERS > 1:  # enough blocks to share between the threads
+        rows_per_block = min(rows_per_block, -(-n * out_h // (_WORKERS * _MIN_BLOCKS_PER_THREAD)))
     if rows_per_block >= out_h:
         per_block = max(1, rows_per_block // out_h)
         return [(slice(first, min(first + per_block, n)), slice(0, out_h))
