@@ -356,7 +356,7 @@ def _conv_backward(
     if input_gradient:
         scatter = (_TapGradients(layer, im2col) if im2col.tap_major
                    else _WindowGradients(layer, im2col.capacity))
-    chunk = _single_thread_rows(layer.weight_matrix().size)
+    chunk = _single_thread_rows((im2col.row_length + 1) * layer.k)  # the ones column too
 
     def run(blocks: list[tuple[slice, slice]]) -> NDArray[np.floating]:
         buffer, wide_buffer = im2col.buffer(), im2col.grad_buffer()
