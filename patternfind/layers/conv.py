@@ -648,7 +648,7 @@ class _Im2col:
         images, rows = block
         fh, fw, channels = self.layer.weights.shape[:3]
         sh = self.layer.strides[0]
-        height, width = self.padded_hw
+        width = self.padded_hw[1]
         count_rows = rows.stop - rows.start
         planes = buffer[:-1, :count].reshape(fh, fw, channels, -1, count_rows, width)
         for i in range(fh):  # a loop over filter taps, never over pixels
