@@ -486,7 +486,7 @@ def test_non_contiguous_inputs_give_the_same_results(x_shape, w_shape, stride, p
     wide[:, :, ::2] = x
     strided_x = wide[:, :, ::2]
     fortran_w = np.asfortranarray(weights)
-    reversed_grad = np.ascontiguousarray(grad[::-1])[::-1]
+    reversed_grad = np.ascontiguousarray(grad[..., ::-1])[..., ::-1]
     assert not strided_x.flags.c_contiguous
     assert not fortran_w.flags.c_contiguous
     assert not reversed_grad.flags.c_contiguous
