@@ -651,13 +651,14 @@ class _Im2col:
         width = self.padded_hw[1]
         count_rows = rows.stop - rows.start
         planes = buffer[:-1, :count].reshape(fh, fw, channels, -1, count_rows, width)
-        for i in range(fh):  # a loop over filter taps, never over pixels
-            for j in range(fw):
-                # whole padded rows from (i, j) on; the last one runs j values into the next
-                start = (rows.start * sh + i) * width + j
-                tap = self.source[:, images, start : start + count_rows * sh * width]
-                tap = tap.reshape(*tap.shape[:2], count_rows, sh * width)[..., :width]
-                np.copyto(planes[i, j], tap)
+        # every tap's whole padded rows at once: tap (i, j) starts i rows and j values
+        # further on (its last row runs j values into the next), so the taps overlap
+        first_row = self.source[:, images, rows.start * sh * width :]
+        item = first_row.itemsize
+        taps = as_strided(first_row, shape=planes.shape,
+                          strides=(width * item, item, *first_row.strides[:2], sh * width * item,
+                                   item), writeable=False)
+        np.copyto(planes, taps)
         return buffer[:, :count].T
 
     def keep_output(self, product: NDArray[np.floating], block: tuple[slice, slice],
