@@ -293,8 +293,9 @@ def conv2d(
             for first in range(0, len(columns), chunk):
                 np.matmul(columns[first:first + chunk], weight_matrix,
                           out=target[first:first + chunk])
-            # the bias is added here, in cache, not as a row of the matmul: inside it, its
-            # rounding would change with the weights, which finite differences would see
+            # the bias is added per block, while in cache, rather than as a row of the
+            # matmul: there its rounding would vary with the weights, which the
+            # finite-difference checks of the gradients would pick up
             im2col.keep_output(target, block, out, layer.bias)
 
     _in_threads(run, im2col.blocks)
@@ -670,14 +671,14 @@ class _Im2col:
         target = out[block]
         row = target.shape[2] * target.shape[3]  # W'·K values per output row
         target = target.reshape(-1, row)
-        if self.tap_major:
-            kept = product.reshape(len(target), -1)[:, :row]
+        # tap-major: without the windows past each row's end; row-major: already in `out`
+        source = product.reshape(len(target), -1)[:, :row] if self.tap_major else target
         if bias is not None:
             # one bias per output row, not per pixel: numpy then adds whole rows at a time
             bias_row = np.tile(bias, row // len(bias)) if bias.ndim else bias
-            np.add(kept if self.tap_major else target, bias_row, out=target)
-        elif self.tap_major:
-            np.copyto(target, kept)
+            np.add(source, bias_row, out=target)
+        elif source is not target:
+            np.copyto(target, source)
 
     def widen(self, block_grad: NDArray[np.floating], buffer: NDArray[np.floating]
               ) -> NDArray[np.floating]:
@@ -687,13 +688,10 @@ class _Im2col:
         """
         if not self.tap_major:
             return block_grad.reshape(-1, block_grad.shape[-1])
-        rows = buffer[: self._count_of(block_grad)]
-        np.copyto(rows.reshape(*block_grad.shape[:2], self.row_width, -1)[:, :, :block_grad.shape[2]],
-                  block_grad)
-        return rows
-
-    def _count_of(self, block_grad: NDArray[np.floating]) -> int:
-        return block_grad.shape[0] * block_grad.shape[1] * self.row_width
+        images, rows, out_w, k = block_grad.shape
+        wide = buffer[: images * rows * self.row_width]
+        np.copyto(wide.reshape(images, rows, self.row_width, k)[:, :, :out_w], block_grad)
+        return wide
 
     def grad_buffer(self) -> NDArray[np.floating]:
         """A thread's zeroed scratch for `widen`."""
