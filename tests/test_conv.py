@@ -517,6 +517,62 @@ def test_threaded_gradients_are_the_same_from_run_to_run(monkeypatch, x_shape, w
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize(
+    ("w_shape", "stride", "padding"),
+    [((1, 1, 1, 3), 1, "valid"),  # tap-major with no spare room: its crop is contiguous
+     ((2, 2, 2, 3), 2, "valid"),  # rounds of whole strides: the crop is contiguous too
+     ((3, 3, 2, 3), 1, 1)],
+)
+def test_results_never_share_memory_with_the_next_call(w_shape, stride, padding):
+    """Scratch arrays are kept between calls; what a call returns must not be one of them."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 8, 10, w_shape[2])).astype(np.float32)
+    weights = rng.standard_normal(w_shape).astype(np.float32)
+    out = conv2d(x, weights, stride=stride, padding=padding)
+    grads = conv2d_backward(np.ones_like(out), x, weights, stride=stride, padding=padding)
+    pooled_grad = pool2d_backward(np.ones((3, 4, 5, w_shape[2])), x, 2)
+    kept = [array.copy() for array in (out, *grads, pooled_grad)]
+    # the same shapes again, and other shapes, with other values
+    for scale in (2.0, 3.0):
+        other = conv2d(scale * x, weights, stride=stride, padding=padding)
+        conv2d_backward(scale * np.ones_like(other), scale * x, weights, stride=stride,
+                        padding=padding)
+        pool2d_backward(np.full((3, 4, 5, w_shape[2]), scale), scale * x, 2)
+        conv2d_backward(np.ones((2, 4, 4, 2)), np.ones((2, 6, 6, 3)), np.ones((3, 3, 3, 2)))
+    for array, copy in zip((out, *grads, pooled_grad), kept, strict=True):
+        np.testing.assert_array_equal(array, copy)
+
+
+def naive_max_pool_backward(x, grad, size, stride):
+    """Each window's gradient to the first maximum in row-major order, by loops."""
+    grad_x = np.zeros(x.shape)
+    for image, row, col, channel in np.ndindex(*grad.shape):
+        top, left = row * stride[0], col * stride[1]
+        window = x[image, top : top + size[0], left : left + size[1], channel]
+        i, j = np.unravel_index(np.argmax(window), window.shape)  # argmax: the first maximum
+        grad_x[image, top + i, left + j, channel] += grad[image, row, col, channel]
+    return grad_x
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(
+    ("shape", "size", "stride"),
+    [((3, 6, 6, 4), (2, 2), (2, 2)),  # windows that tile the input
+     ((2, 6, 9, 3), (3, 3), (3, 3)),
+     ((2, 4, 9, 2), (2, 3), (2, 3)),
+     ((2, 7, 7, 2), (3, 3), (2, 2)),  # overlapping windows
+     ((2, 8, 8, 2), (2, 2), (3, 3))],  # gaps between windows
+)
+def test_max_pool_backward_matches_a_naive_loop_with_many_ties(shape, size, stride, dtype):
+    rng = np.random.default_rng(12)
+    x = np.maximum(rng.integers(-3, 3, shape), 0).astype(dtype)  # ReLU-like: ties everywhere
+    grad = rng.standard_normal(pool2d(x, size, stride=stride).shape).astype(dtype)
+    result = pool2d_backward(grad, x, size, stride=stride)
+    assert result.dtype == dtype
+    np.testing.assert_allclose(result, naive_max_pool_backward(x, grad, size, stride),
+                               **tolerance(dtype))
+
+
 # --------------------------------------------------------------------------
 # Bad input: ValueError/TypeError naming the parameter
 # --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import functools
 import math
 import numbers
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,7 @@ _TAP_BLOCK_BYTES = 2 * 1024 * 1024  # taps take Fh·Fw copies per block: fewer, 
 _SINGLE_THREAD_MACS = 65536 * 4
 _WORKERS = min(2, os.cpu_count() or 1)
 _MIN_BLOCKS_PER_THREAD = 2
+_SCRATCH_LIMIT_BYTES = 16 * 1024 * 1024  # larger scratch arrays are not kept between calls
 
 
 # ----------------------------------------------------------------------------
@@ -284,7 +286,7 @@ def conv2d(
 
     def run(blocks: list[tuple[slice, slice]]) -> None:
         buffer = im2col.buffer()
-        product = np.empty((im2col.capacity, layer.k), dtype=out.dtype)
+        product = _scratch("product", (im2col.capacity, layer.k), out.dtype)
         for block in blocks:
             columns = im2col.gather(block, buffer)[:, :-1]  # the ones are for the backward pass
             # straight into `out` when its rows are the matrix's rows
@@ -458,7 +460,9 @@ class _ConvLayer:
         if top == bottom == left == right == 0:
             return self.x
         n, height, width, channels = self.x.shape
-        padded = np.zeros((n, top + height + bottom, left + width + right, channels), self.x.dtype)
+        padded = _scratch("padded", (n, top + height + bottom, left + width + right, channels),
+                          self.x.dtype)
+        padded.fill(0)  # only the borders need it, but one pass is simpler and as quick
         padded[:, top : top + height, left : left + width] = self.x
         return padded
 
@@ -606,7 +610,8 @@ class _Im2col:
             return cls(layer, windows, False, blocks, layer.out_hw[1], (height, width))
         # each image's planes are read up to sh - 1 rows and Fw - 1 values past its end
         spare = (layer.strides[0] - 1) * width + layer.weights.shape[1] - 1
-        flat = np.zeros((channels, n * height * width + spare), dtype=padded.dtype)
+        flat = _scratch("channels first", (channels, n * height * width + spare), padded.dtype)
+        flat[:, n * height * width :] = 0
         flat[:, : n * height * width].reshape(channels, n, height, width)[...] = (
             np.moveaxis(padded, 3, 0))
         source = as_strided(flat, shape=(channels, n, height * width + spare),
@@ -631,7 +636,7 @@ class _Im2col:
     def buffer(self) -> NDArray[np.floating]:
         """A thread's scratch for `gather`, with its column (or row) of ones already set."""
         shape = (self.row_length + 1, self.capacity)
-        buffer = np.empty(shape if self.tap_major else shape[::-1], dtype=self.source.dtype)
+        buffer = _scratch("im2col", shape if self.tap_major else shape[::-1], self.source.dtype)
         if self.tap_major:
             buffer[-1] = 1
         else:
@@ -684,19 +689,21 @@ class _Im2col:
               ) -> NDArray[np.floating]:
         """The output gradient of a block as ``(rows, K)`` matching `gather`'s rows.
 
-        ``buffer`` is zero where the dropped windows are (`grad_buffer`).
+        Zero for the windows past each row's end.
         """
         if not self.tap_major:
             return block_grad.reshape(-1, block_grad.shape[-1])
         images, rows, out_w, k = block_grad.shape
         wide = buffer[: images * rows * self.row_width]
-        np.copyto(wide.reshape(images, rows, self.row_width, k)[:, :, :out_w], block_grad)
+        by_row = wide.reshape(images, rows, self.row_width, k)
+        np.copyto(by_row[:, :, :out_w], block_grad)
+        by_row[:, :, out_w:] = 0  # the windows past each row's end
         return wide
 
     def grad_buffer(self) -> NDArray[np.floating]:
-        """A thread's zeroed scratch for `widen`."""
-        return np.zeros((self.capacity if self.tap_major else 0, self.layer.k),
-                        dtype=self.source.dtype)
+        """A thread's scratch for `widen`."""
+        return _scratch("wide gradient", (self.capacity if self.tap_major else 0, self.layer.k),
+                        self.source.dtype)
 
 
 class _WindowGradients:
@@ -726,16 +733,18 @@ class _WindowGradients:
             self.round_weights = np.ascontiguousarray(round_weights.transpose(0, 2, 1))
         (top, bottom), (left, right) = layer.pads
         n, height, width = layer.x.shape[:3]
-        self.grad_padded = np.zeros(
+        self.grad_padded = _scratch(
+            "input gradient",
             (n, top + height + bottom, left + width + right + self.rounds * sw - fw, channels),
-            dtype=layer.x.dtype)
+            layer.x.dtype)
+        self.grad_padded.fill(0)
         # each matmul is (rows, K) @ (K, sw·C), or all rounds at once when sw·C = 1
         self.chunk = _single_thread_rows(self.round_weights.size if self.width == 1
                                          else k * self.width)
 
     def buffer(self) -> NDArray[np.floating]:
         shape = (self.layer.weights.shape[0] * self.rounds, self.capacity, self.width)
-        return np.empty(shape, dtype=self.layer.x.dtype)
+        return _scratch("window gradients", shape, self.layer.x.dtype)
 
     def add(self, block_grad: NDArray[np.floating], block: tuple[slice, slice],
             buffer: NDArray[np.floating]) -> None:
@@ -764,8 +773,8 @@ class _WindowGradients:
         (top, bottom), (left, right) = self.layer.pads
         height, width = self.grad_padded.shape[1:3]
         right += width - (left + self.layer.x.shape[2] + right)  # and the zero taps' spare columns
-        return np.ascontiguousarray(
-            self.grad_padded[:, top : height - bottom, left : width - right, :])
+        # a copy even when the crop is contiguous: `grad_padded` is scratch
+        return self.grad_padded[:, top : height - bottom, left : width - right, :].copy()
 
 
 class _TapGradients:
@@ -786,11 +795,14 @@ class _TapGradients:
         height, width = im2col.padded_hw
         self.padded_hw = (height, width)
         n, channels = layer.x.shape[0], layer.x.shape[3]
-        self.grad_padded = np.zeros((channels, n, im2col.source.shape[2]), dtype=layer.x.dtype)
+        self.grad_padded = _scratch("input gradient", (channels, n, im2col.source.shape[2]),
+                                    layer.x.dtype)
+        self.grad_padded.fill(0)
         self.chunk = _single_thread_rows(self.weight_matrix.size)
 
     def buffer(self) -> NDArray[np.floating]:
-        return np.empty((len(self.weight_matrix), self.capacity), dtype=self.layer.x.dtype)
+        return _scratch("window gradients", (len(self.weight_matrix), self.capacity),
+                        self.layer.x.dtype)
 
     def add(self, wide_grad: NDArray[np.floating], block: tuple[slice, slice],
             buffer: NDArray[np.floating]) -> None:
@@ -818,8 +830,8 @@ class _TapGradients:
         height, width = self.padded_hw
         channels, n = self.grad_padded.shape[:2]
         grad = self.grad_padded[:, :, : height * width].reshape(channels, n, height, width)
-        return np.ascontiguousarray(
-            np.moveaxis(grad[:, :, top : height - bottom, left : width - right], 0, 3))
+        # a copy even when the crop is contiguous: `grad_padded` is scratch
+        return np.moveaxis(grad[:, :, top : height - bottom, left : width - right], 0, 3).copy()
 
 
 def _blocks(windows: NDArray[np.floating], k: int = 0, *, budget: int = _IM2COL_BLOCK_BYTES
@@ -880,6 +892,29 @@ def _executor() -> ThreadPoolExecutor:
 
 # A forked worker (batch processing) inherits the pool but not its thread: start afresh.
 os.register_at_fork(after_in_child=_executor.cache_clear)
+
+
+_scratch_arrays = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: Any) -> NDArray[Any]:
+    """An uninitialised array for use within one call, kept by this thread for the next.
+
+    Freshly allocated memory costs a page fault per page on first touch, and
+    glibc hands large blocks back to the system when they are freed: on a
+    busy machine that made a training step's scratch arrays cost about as
+    much as its arithmetic. Arrays over ``_SCRATCH_LIMIT_BYTES`` are not kept.
+    Callers use each ``name`` for one array at a time and never return it.
+    """
+    dtype = np.dtype(dtype)
+    size = math.prod(shape)
+    if size * dtype.itemsize > _SCRATCH_LIMIT_BYTES:
+        return np.empty(shape, dtype)
+    kept, key = _scratch_arrays.__dict__, f"{name} {dtype.str}"
+    flat = kept.get(key)
+    if flat is None or flat.size < size:
+        flat = kept[key] = np.empty(size, dtype)
+    return flat[:size].reshape(shape)
 
 
 # ----------------------------------------------------------------------------
@@ -977,6 +1012,8 @@ def pool2d_backward(
     """
     layer = _PoolLayer.check(x, size, stride, mode)
     grad = _grad_output(grad_output, layer.x.dtype, layer.output_shape()).reshape(layer.out_nhwc())
+    if layer.mode == "max" and layer.strides == layer.size:  # see `_tiled_max_backward`
+        return _tiled_max_backward(grad, layer).reshape(layer.x_shape)
     grad_x = np.zeros_like(layer.x)
     taps = list(np.ndindex(*layer.size))
     if layer.mode == "avg":
@@ -1001,6 +1038,36 @@ def pool2d_backward(
         else:
             target += np.where(wins, grad, 0)
     return grad_x.reshape(layer.x_shape)
+
+
+def _tiled_max_backward(grad: NDArray[np.floating], layer: _PoolLayer) -> NDArray[np.floating]:
+    """`pool2d_backward` of a max pool whose stride equals its size: ``(N, H, W, C)``.
+
+    The windows tile the input (the stride fits, so they cover it exactly).
+    Each tap's values across all windows are copied into one contiguous slab,
+    so the comparisons run over whole arrays instead of C values at a time,
+    and the slabs of gradients go back in one copy.
+    """
+    n, channels = layer.x.shape[0], layer.x.shape[3]
+    (fh, fw), (out_h, out_w) = layer.size, layer.out_hw
+    tiles = (n, out_h, fh, out_w, fw, channels)
+    slabs = _scratch("slabs", (fh, fw, n, out_h, out_w, channels), layer.x.dtype)
+    np.copyto(slabs, layer.x.reshape(tiles).transpose(2, 4, 0, 1, 3, 5))
+    slabs = slabs.reshape(fh * fw, n, out_h, out_w, channels)
+    best = slabs.max(axis=0)
+    # the first tap (row-major) holding its window's maximum takes the gradient
+    unclaimed = np.ones(best.shape, dtype=bool)
+    wins = np.empty(best.shape, dtype=bool)
+    grad_slabs = _scratch("gradient slabs", slabs.shape, slabs.dtype)
+    for tap, grad_slab in zip(slabs, grad_slabs, strict=True):
+        np.equal(tap, best, out=wins)
+        wins &= unclaimed
+        unclaimed ^= wins  # wins ⊆ unclaimed
+        np.multiply(grad, wins, out=grad_slab)
+    grad_x = np.empty_like(layer.x)
+    grad_x.reshape(tiles).transpose(2, 4, 0, 1, 3, 5)[...] = grad_slabs.reshape(
+        fh, fw, n, out_h, out_w, channels)
+    return grad_x
 
 
 @dataclass(frozen=True)
