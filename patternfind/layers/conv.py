@@ -61,7 +61,7 @@ _TAP_BLOCK_BYTES = 2 * 1024 * 1024  # taps take Fh·Fw copies per block: fewer, 
 _SINGLE_THREAD_MACS = 65536 * 4
 _WORKERS = min(2, os.cpu_count() or 1)
 _MIN_BLOCKS_PER_THREAD = 2
-_SCRATCH_LIMIT_BYTES = 16 * 1024 * 1024  # larger scratch arrays are not kept between calls
+_SCRATCH_LIMIT_BYTES = 8 * 1024 * 1024  # larger scratch arrays are not kept between calls
 
 
 # ----------------------------------------------------------------------------
@@ -903,8 +903,10 @@ def _scratch(name: str, shape: tuple[int, ...], dtype: Any) -> NDArray[Any]:
     Freshly allocated memory costs a page fault per page on first touch, and
     glibc hands large blocks back to the system when they are freed: on a
     busy machine that made a training step's scratch arrays cost about as
-    much as its arithmetic. Arrays over ``_SCRATCH_LIMIT_BYTES`` are not kept.
-    Callers use each ``name`` for one array at a time and never return it.
+    much as its arithmetic. Arrays over ``_SCRATCH_LIMIT_BYTES`` are not kept,
+    so a thread holds at most that much per name (a few names, see the
+    callers). Callers use each ``name`` for one array at a time and never
+    return it.
     """
     dtype = np.dtype(dtype)
     size = math.prod(shape)
