@@ -18,6 +18,18 @@ Sizes follow the lecture: ``W' = (W − F + 2P)/S + 1``. With an explicit paddin
 ``P`` a stride that does not fit raises ``ValueError``; ``"valid"`` and ``"same"``
 follow Keras' ``Conv2D``, where ``"valid"`` drops the rows and columns the last
 stride cannot reach.
+
+How the convolution is computed
+-------------------------------
+im2col and a matmul (OpenBLAS through numpy), in blocks that stay in cache,
+spread over two threads; each matmul is kept small enough that OpenBLAS runs it
+on the calling thread (its own threads spin-wait and collapse on a busy
+machine). The im2col is laid out window row by window row for many channels,
+and filter tap by tap (from a channels-first copy) for few channels, whichever
+copies longer runs (`_tap_major`). The input gradient is added back tap by tap
+(stride 1 across) or in rounds of ``sw`` taps, as whole rows. cv2.filter2D,
+cv2.matchTemplate and FFT paths were measured and lost on the layer shapes
+used here (benchmarks/bench_conv.py compares against torch).
 """
 
 from __future__ import annotations
