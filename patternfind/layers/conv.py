@@ -297,10 +297,10 @@ def conv2d(
     chunk = _single_thread_rows(weight_matrix.size)
 
     def run(blocks: list[tuple[slice, slice]]) -> None:
-        buffer = im2col.buffer()
+        buffer = im2col.buffer(ones=False)
         product = _scratch("product", (im2col.capacity, layer.k), out.dtype)
         for block in blocks:
-            columns = im2col.gather(block, buffer)[:, :-1]  # the ones are for the backward pass
+            columns = im2col.gather(block, buffer)
             # straight into `out` when its rows are the matrix's rows
             target = (product[: len(columns)] if im2col.tap_major
                       else out[block].reshape(len(columns), -1))
@@ -374,7 +374,7 @@ def _conv_backward(
     chunk = _single_thread_rows((im2col.row_length + 1) * layer.k)  # the ones column too
 
     def run(blocks: list[tuple[slice, slice]]) -> NDArray[np.floating]:
-        buffer, wide_buffer = im2col.buffer(), im2col.grad_buffer()
+        buffer, wide_buffer = im2col.buffer(ones=True), im2col.grad_buffer()
         planes = scatter.buffer() if scatter is not None else None
         # weight gradients and, in the last row (the columns' ones), the bias gradient
         grad_wb = np.zeros((im2col.row_length + 1, layer.k), dtype=grad.dtype)
@@ -588,9 +588,9 @@ def _tap_major(layer: _ConvLayer) -> bool:
 class _Im2col:
     """The im2col of one conv2d call, built block by block (private).
 
-    ``gather`` returns a block's ``(rows, Fh·Fw·C + 1)`` matrix, one row per
-    window, whose last column is ones: its product with the output gradient
-    gives the bias gradient beside the weight gradient.
+    ``gather`` returns a block's ``(rows, Fh·Fw·C)`` matrix, one row per
+    window, plus a last column of ones in the backward pass: its product with
+    the output gradient gives the bias gradient beside the weight gradient.
 
     - Row-major blocks copy window rows of the channels-last input (``source``
       is `_windows`): one matrix row per output pixel.
@@ -645,30 +645,30 @@ class _Im2col:
         images, rows = block
         return (images.stop - images.start) * (rows.stop - rows.start) * self.row_width
 
-    def buffer(self) -> NDArray[np.floating]:
-        """A thread's scratch for `gather`, with its column (or row) of ones already set."""
-        shape = (self.row_length + 1, self.capacity)
+    def buffer(self, *, ones: bool) -> NDArray[np.floating]:
+        """A thread's scratch for `gather`; with ``ones``, its column (or row) of ones is set."""
+        shape = (self.row_length + int(ones), self.capacity)
         buffer = _scratch("im2col", shape if self.tap_major else shape[::-1], self.source.dtype)
-        if self.tap_major:
+        if ones and self.tap_major:
             buffer[-1] = 1
-        else:
+        elif ones:
             buffer[:, -1] = 1
         return buffer
 
     def gather(self, block: tuple[slice, slice], buffer: NDArray[np.floating]
                ) -> NDArray[np.floating]:
-        """im2col of the windows of ``block`` = (images, output rows), with the ones column."""
-        count = self._count(block)
+        """im2col of the windows of ``block`` = (images, output rows), and the buffer's ones."""
+        count, length = self._count(block), self.row_length
         if not self.tap_major:
             part = self.source[block]
-            np.copyto(buffer[:count, :-1].reshape(part.shape), part)
+            np.copyto(buffer[:count, :length].reshape(part.shape), part)
             return buffer[:count]
         images, rows = block
         fh, fw, channels = self.layer.weights.shape[:3]
         sh = self.layer.strides[0]
         width = self.padded_hw[1]
         count_rows = rows.stop - rows.start
-        planes = buffer[:-1, :count].reshape(fh, fw, channels, -1, count_rows, width)
+        planes = buffer[:length, :count].reshape(fh, fw, channels, -1, count_rows, width)
         # every tap's whole padded rows at once: tap (i, j) starts i rows and j values
         # further on (its last row runs j values into the next), so the taps overlap
         first_row = self.source[:, images, rows.start * sh * width :]
