@@ -307,12 +307,14 @@ def conv2d(
             for first in range(0, len(columns), chunk):
                 np.matmul(columns[first:first + chunk], weight_matrix,
                           out=target[first:first + chunk])
-            # the bias is added per block, while in cache, rather than as a row of the
-            # matmul: there its rounding would vary with the weights, which the
-            # finite-difference checks of the gradients would pick up
-            im2col.keep_output(target, block, out, layer.bias)
+            if im2col.tap_major:  # the bias goes in with the copy, while the block is in cache
+                im2col.keep_output(target, block, out, layer.bias)
 
     _in_threads(run, im2col.blocks)
+    if layer.bias is not None and not im2col.tap_major:
+        # a separate sum, not a row of the matmul against the ones: there its rounding would
+        # vary with the weights, which the finite-difference checks of the gradients pick up
+        out += layer.bias
     return layer.shape_output(out)
 
 
@@ -609,6 +611,8 @@ class _Im2col:
     blocks: list[tuple[slice, slice]]
     row_width: int  # matrix rows per output row: W', or Wp when tap-major
     padded_hw: tuple[int, int]
+    row_length: int  # Fh·Fw·C: the values under one window
+    capacity: int  # matrix rows of the largest block
 
     @classmethod
     def of(cls, layer: _ConvLayer) -> _Im2col:
@@ -618,8 +622,13 @@ class _Im2col:
         # tap-major blocks take Fh·Fw copies each: larger blocks keep the calls few
         blocks = _blocks(windows, budget=_TAP_BLOCK_BYTES if tap_major else _IM2COL_BLOCK_BYTES)
         n, height, width, channels = padded.shape
+        row_length = math.prod(layer.weights.shape[:3])
+        row_width = width if tap_major else layer.out_hw[1]
+        capacity = row_width * max((images.stop - images.start) * (rows.stop - rows.start)
+                                   for images, rows in blocks)
         if not tap_major:
-            return cls(layer, windows, False, blocks, layer.out_hw[1], (height, width))
+            return cls(layer, windows, False, blocks, row_width, (height, width), row_length,
+                       capacity)
         # each image's planes are read up to sh - 1 rows and Fw - 1 values past its end
         spare = (layer.strides[0] - 1) * width + layer.weights.shape[1] - 1
         flat = _scratch("channels first", (channels, n * height * width + spare), padded.dtype)
@@ -629,17 +638,7 @@ class _Im2col:
         source = as_strided(flat, shape=(channels, n, height * width + spare),
                             strides=(flat.strides[0], height * width * flat.itemsize,
                                      flat.itemsize), writeable=False)
-        return cls(layer, source, True, blocks, width, (height, width))
-
-    @property
-    def row_length(self) -> int:
-        """``Fh·Fw·C``: the values under one window."""
-        return int(np.prod(self.layer.weights.shape[:3]))
-
-    @property
-    def capacity(self) -> int:
-        """Matrix rows of the largest block."""
-        return max(self._count(block) for block in self.blocks)
+        return cls(layer, source, True, blocks, row_width, (height, width), row_length, capacity)
 
     def _count(self, block: tuple[slice, slice]) -> int:
         images, rows = block
@@ -681,21 +680,20 @@ class _Im2col:
 
     def keep_output(self, product: NDArray[np.floating], block: tuple[slice, slice],
                     out: NDArray[np.floating], bias: NDArray[np.floating] | None) -> None:
-        """Write the ``(rows, K)`` product of `gather` for ``block`` to ``out``, plus the bias.
+        """Copy a tap-major ``(rows, K)`` product of `gather` for ``block`` to ``out``.
 
-        Row-major products are already in ``out`` (the matmul wrote there).
+        Without the windows past each row's end, and plus the bias if any.
         """
         target = out[block]
         row = target.shape[2] * target.shape[3]  # W'·K values per output row
         target = target.reshape(-1, row)
-        # tap-major: without the windows past each row's end; row-major: already in `out`
-        source = product.reshape(len(target), -1)[:, :row] if self.tap_major else target
-        if bias is not None:
+        kept = product.reshape(len(target), -1)[:, :row]
+        if bias is None:
+            np.copyto(target, kept)
+        else:
             # one bias per output row, not per pixel: numpy then adds whole rows at a time
             bias_row = np.tile(bias, row // len(bias)) if bias.ndim else bias
-            np.add(source, bias_row, out=target)
-        elif source is not target:
-            np.copyto(target, source)
+            np.add(kept, bias_row, out=target)
 
     def widen(self, block_grad: NDArray[np.floating], buffer: NDArray[np.floating]
               ) -> NDArray[np.floating]:
@@ -860,11 +858,21 @@ def _blocks(windows: NDArray[np.floating], k: int = 0, *, budget: int = _IM2COL_
     if _WORKERS > 1:  # enough blocks to share between the threads
         rows_per_block = min(rows_per_block, -(-n * out_h // (_WORKERS * _MIN_BLOCKS_PER_THREAD)))
     if rows_per_block >= out_h:
-        per_block = max(1, rows_per_block // out_h)
+        per_block = _even_split(n, max(1, rows_per_block // out_h))
         return [(slice(first, min(first + per_block, n)), slice(0, out_h))
                 for first in range(0, n, per_block)]
+    rows_per_block = _even_split(out_h, rows_per_block)
     return [(slice(image, image + 1), slice(top, min(top + rows_per_block, out_h)))
             for image in range(n) for top in range(0, out_h, rows_per_block)]
+
+
+def _even_split(total: int, at_most: int) -> int:
+    """The part size that splits ``total`` into as few near-equal parts of ``≤ at_most``.
+
+    30 rows at most 28 at a time are two blocks of 15, not 28 and a slow block of 2.
+    """
+    parts = -(-total // at_most)
+    return -(-total // parts)
 
 
 def _single_thread_rows(macs_per_row: int) -> int:
