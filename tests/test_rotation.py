@@ -239,9 +239,3 @@ def test_angle_range_reads_wrapping_ranges():
     assert angle_range((0, 360)) == (0, 360)
     assert angle_range((-45, 45)) == (-45, 90)
     assert angle_range((30, 30)) == (30, 0)
-
-
-def test_feature_filters_are_refused_with_angles():
-    hog = Filter(np.ones((2, 2, 31), np.float32), features="hog", window=(16, 16), name="h")
-    with pytest.raises(ValueError, match="pixel filters"):
-        patternfind.detect(np.zeros((40, 40), np.float32), hog, angles=(0, 90), threshold=0.0)
