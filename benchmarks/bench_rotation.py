@@ -14,13 +14,16 @@ rotated order after one warm-up each:
 It prints each method's median time, its ratio to the naive recipe, and its
 angle and centre errors (targets: ncc ≤ 0.15×, shape ≤ 0.25×, angle error ≤ 0.5°).
 
-``--baseline DIR`` also times ``detect`` with ``angles=None`` (default
-pyramid, ncc, the part on the upright photo) in this tree and in the
-patternfind source tree DIR (e.g. ``git archive main`` unpacked), in
-alternating fresh subprocesses, and prints both medians and the ratio
-(target: within 5 %).
+Then it times ``detect`` with ``angles=None`` (default pyramid, ncc, the
+part on the upright photo) in this tree and in patternfind as it was before
+the rotation search existed (the first parent of the commit that merged
+branch issue12, extracted with ``git archive`` into a temporary folder; or
+``--baseline REV`` for another commit), in alternating fresh subprocesses
+(``--rounds`` of them, each the median of 5 calls after a warm-up), and
+prints both medians and the ratio (target: within 5 %). ``--baseline none``
+skips it (no git checkout at hand).
 
-Run:  python benchmarks/bench_rotation.py [--repeats 5] [--seed 12] [--baseline DIR]
+Run:  python benchmarks/bench_rotation.py [--repeats 5] [--seed 12] [--rounds 12] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -122,9 +125,11 @@ def rotation_table(repeats: int, seed: int) -> None:
 
 
 UPRIGHT_SNIPPET = """
-import statistics, sys, time
+import pathlib, statistics, sys, time
 sys.path.insert(0, sys.argv[1])
 import numpy as np, patternfind
+# the tree under test, not an installed copy
+assert pathlib.Path(patternfind.__file__).resolve().is_relative_to(pathlib.Path(sys.argv[1]).resolve())
 image = np.load(sys.argv[2]); part = np.load(sys.argv[3])
 f = patternfind.Filter(part)
 patternfind.detect(image, f)
@@ -135,14 +140,45 @@ print(statistics.median(times))
 """
 
 
-def upright_table(baseline: Path, repeats: int, tmp: Path) -> None:
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def pre_rotation_commit() -> str:
+    """The first parent of the commit that merged branch issue12 (the rotation search)."""
+    merges = subprocess.run(
+        ["git", "log", "--merges", "--format=%H %s", "main" if _has_ref("main") else "HEAD"],
+        cwd=REPOSITORY, check=True, capture_output=True, text=True).stdout.splitlines()
+    for line in reversed(merges):  # the oldest such merge
+        commit, subject = line.split(" ", 1)
+        if subject.startswith("Merge issue12"):
+            return commit + "^1"
+    msg = "no merge of branch issue12 in the history: pass --baseline REV"
+    raise SystemExit(msg)
+
+
+def _has_ref(name: str) -> bool:
+    return subprocess.run(["git", "rev-parse", "--verify", "--quiet", name], cwd=REPOSITORY,
+                          capture_output=True, check=False).returncode == 0
+
+
+def extract(revision: str, folder: Path) -> tuple[Path, str]:
+    """``git archive`` of ``revision`` unpacked in ``folder``; returns the tree and the commit."""
+    commit = subprocess.run(["git", "rev-parse", "--short", revision], cwd=REPOSITORY, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    archive = subprocess.run(["git", "archive", "--format=tar", revision], cwd=REPOSITORY,
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder, commit
+
+
+def upright_table(baseline: Path, label: str, rounds: int, tmp: Path) -> None:
     image = photo()
     part = image[290 : 290 + PART, 342 : 342 + PART].copy()
     np.save(tmp / "image.npy", image)
     np.save(tmp / "part.npy", part)
-    trees = {"this tree": Path(__file__).resolve().parents[1], "baseline": baseline.resolve()}
+    trees = {"this tree": REPOSITORY, "baseline": baseline.resolve()}
     medians: dict[str, list[float]] = {name: [] for name in trees}
-    for round_ in range(repeats):
+    for round_ in range(rounds):
         for name in (list(trees) if round_ % 2 == 0 else list(trees)[::-1]):
             output = subprocess.run(
                 [sys.executable, "-c", UPRIGHT_SNIPPET, str(trees[name]), str(tmp / "image.npy"),
@@ -152,25 +188,33 @@ def upright_table(baseline: Path, repeats: int, tmp: Path) -> None:
             medians[name].append(float(output.stdout))
     ours_median = statistics.median(medians["this tree"])
     base_median = statistics.median(medians["baseline"])
-    print(f"\ndetect(angles=None) on the upright photo, default pyramid, ncc: medians of "
-          f"{repeats} alternating subprocesses × 5 calls")
-    print(f"  this tree {1000 * ours_median:.1f} ms, baseline {1000 * base_median:.1f} ms, "
-          f"ratio {ours_median / base_median:.3f}")
+    print(f"\ndetect(angles=None) on the upright 640×480 photo, 64×64 part, default pyramid, ncc: "
+          f"medians of {rounds} alternating subprocesses × 5 calls")
+    print(f"{'tree':<42} {'median ms':>9}")
+    print(f"{'this tree':<42} {1000 * ours_median:9.1f}")
+    print(f"{'before rotation (' + label + ')':<42} {1000 * base_median:9.1f}")
+    print(f"ratio this tree / before rotation: {ours_median / base_median:.3f} (target ≤ 1.05)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=12)
-    parser.add_argument("--baseline", type=Path, default=None,
-                        help="a patternfind source tree to compare detect(angles=None) with")
+    parser.add_argument("--rounds", type=int, default=12,
+                        help="alternating subprocesses per tree for the angles=None timing")
+    parser.add_argument("--baseline", default=None,
+                        help="git revision to compare detect(angles=None) with (default: the "
+                             "commit before the rotation search was merged; 'none' skips it)")
     args = parser.parse_args()
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     rotation_table(args.repeats, args.seed)
-    if args.baseline is not None:
+    if args.baseline != "none":
         import tempfile
 
         with tempfile.TemporaryDirectory() as folder:
-            upright_table(args.baseline, max(args.repeats, 6), Path(folder))
+            tree, commit = extract(args.baseline or pre_rotation_commit(), Path(folder))
+            upright_table(tree, commit, args.rounds, Path(folder))
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":
