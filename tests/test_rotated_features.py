@@ -65,10 +65,10 @@ def centre_of(detection):
     return detection.x + detection.w / 2 - 0.5, detection.y + detection.h / 2 - 0.5
 
 
-#: HOG pools gradients over 6-pixel cells and 20° orientation bins: a pose is
-#: known to a fraction of a cell, not to a pixel. Measured: angle error ≤ 1.3°,
-#: centre error ≤ 1.4 px (means 0.5° and 0.5 px).
-ANGLE_TOLERANCE = 2.0
+#: HOG pools gradients over 6-pixel cells and 20° orientation bins (hard-binned): a
+#: pose is known to a fraction of a cell and of a bin, not to a pixel. Measured on
+#: these scenes: angle error ≤ 1.7° (mean 0.55°), centre error ≤ 1.0 px (mean 0.45 px).
+ANGLE_TOLERANCE = 2.5
 CENTRE_TOLERANCE = 2.0
 
 

@@ -450,22 +450,27 @@ def _refine(patch: _Patch, candidate: NDArray[np.float64], step: float, start: f
     refined in turns, each time with the window centred on the best estimate.
     """
     centre = (float(candidate[0]), float(candidate[1]))
+    angle = float(candidate[2])
+    # 1. the position at the coarse angle: the peak's cell is known to half a cell, and
+    # rotating about a point off the part's centre would move the part as the angle changes
+    half = patch.target.cell / 2
+    shifts = [(centre[0] + dx, centre[1] + dy) for dy in (-half, 0, half) for dx in (-half, 0, half)]
+    values = [patch.centred(angle, shifted) for shifted in shifts]
+    if not np.isfinite(values).any():
+        return np.array([*centre, angle, -np.inf])
+    centre = patch.centre_at(angle, shifts[int(np.argmax(values))])
+    # 2. the angle, a quarter step apart, one step either way, then the position there
     quarter = step / 4
-    turns = float(candidate[2]) + quarter * np.arange(-_FINE_REACH, _FINE_REACH + 1)
+    turns = angle + quarter * np.arange(-_FINE_REACH, _FINE_REACH + 1)
     if not full_turn:
         turns = np.unique(np.clip(turns, start, start + extent))
-    # 1. the angle, a quarter step apart, with the window free to move a cell
-    values = np.array([patch.best(float(turn), centre, subpixel=False)[0] for turn in turns])
-    if not np.isfinite(values).any():
-        return np.array([*centre, candidate[2], -np.inf])
+    values = [patch.best(float(turn), centre, subpixel=False)[0] for turn in turns]
     best = int(np.argmax(values))
     angle = float(turns[best])
     if 0 < best < len(turns) - 1:
         angle += float(turns[best + 1] - turns[best]) * _vertex(*values[best - 1 : best + 2])
-    # 2. the position at that angle: the best cell, then whole pixels around it
-    _, *found = patch.best(angle, centre, subpixel=True)
-    centre = patch.centre_at(angle, (found[0], found[1]))
-    # 3. the angle again, centred there, an eighth of a step apart
+    centre = patch.centre_at(angle, centre)
+    # 3. the angle again about that centre, an eighth of a step apart, and the position
     if len(turns) > 1:
         eighth = quarter / 2
         closer = [patch.centred(turn, centre) for turn in (angle - eighth, angle, angle + eighth)]
