@@ -101,7 +101,7 @@ def test_rotated_iou_of_far_coordinates_keeps_its_precision():
     # boxes far from the origin: float32 would lose the overlap's digits
     rng = np.random.default_rng(3)
     boxes = random_boxes(rng, 20)
-    shifted = boxes + [1e5, 1e5, 0, 0, 0]
+    shifted = boxes + np.array([1e5, 1e5, 0, 0, 0])
     np.testing.assert_allclose(rotated_box_iou(shifted, shifted[::-1]),
                                rotated_box_iou(boxes, boxes[::-1]), atol=1e-9)
 

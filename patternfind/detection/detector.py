@@ -25,7 +25,6 @@ from patternfind.detection.parallel import map_in_threads, resolve_workers
 from patternfind.detection.peaks import find_peaks
 from patternfind.detection.pyramid import check_memory, pyramid_scales, resize_to_scale, scan_memory
 from patternfind.detection.rotation import PoseSearch, angle_range, search_poses
-from patternfind.detection.turned_features import FeatureTarget, ScoreImage, search_turned_features
 from patternfind.detection.scores import (
     DEFAULT_THRESHOLDS,
     FLAT_VARIANCE,
@@ -33,6 +32,7 @@ from patternfind.detection.scores import (
     score_pixels,
 )
 from patternfind.detection.shape import DEFAULT_MIN_CONTRAST, DEFAULT_SHAPE_THRESHOLDS, shape_model
+from patternfind.detection.turned_features import FeatureTarget, ScoreImage, search_turned_features
 from patternfind.layers.features import feature_cell, feature_map
 from patternfind.layers.network import Network
 from patternfind.pixels import prepare_image, to_grey

@@ -112,8 +112,8 @@ class TurnedImage:
     @property
     def valid(self) -> NDArray[np.bool_]:
         """(H', W') bool array: canvas pixels whose centre lies on the image (within half a pixel)."""
-        rows, cols = np.indices(self.pixels.shape[:2], dtype=np.float64)
-        x, y = _to_image(self, cols, rows)
+        grid = np.indices(self.pixels.shape[:2], dtype=np.float64)
+        x, y = _to_image(self, grid[1], grid[0])
         return _on_image(self, x, y)
 
 
@@ -294,7 +294,7 @@ def search_turned_features(
                    ) -> list[tuple[NDArray[np.float64], NDArray[np.float32] | None]]:
         angle, (down, right) = pose
         turned = _phase(turn_image(level, angle, shift=max(down, right)), down, right)
-        found = []
+        found: list[tuple[NDArray[np.float64], NDArray[np.float32] | None]] = []
         for target, (scores, cell) in zip(targets, score_image(turned.pixels), strict=True):
             if scores is None:
                 found.append((np.zeros((0, 4)), None))
@@ -309,7 +309,8 @@ def search_turned_features(
     per_angle = map_in_threads(scan_angle, poses_and_phases, workers)
     maps: list[NDArray[np.float32] | None] = []
     for position in range(len(targets)):
-        upright_maps = [found[position][1] for found in per_angle if found[position][1] is not None]
+        upright_maps = [upright for found in per_angle
+                        if (upright := found[position][1]) is not None]
         maps.append(np.maximum.reduce(upright_maps) if upright_maps else None)
     results = []
     for position, target in enumerate(targets):
