@@ -230,3 +230,17 @@ def test_cnn_filters_search_turned_images_too():
     assert turned
     for detection in turned:
         assert -10 <= detection.angle <= 10
+
+
+def test_score_maps_of_a_turned_search_cover_the_upright_grid():
+    # with 0° among the angles, the best score over angles is at least the upright one
+    image = patternfind.load_image("samples/faces/test/00.png")
+    face = Filter.load(FACE)
+    _, upright = scan(image, face, scales=(0.9, 1.0))
+    _, turned = scan(image, face, scales=(0.9, 1.0), angles=(0, 90))
+    assert len(turned) == len(upright) == 2
+    for first, second in zip(upright, turned, strict=True):
+        assert second.scores.shape == first.scores.shape
+        assert np.isfinite(second.scores).all()  # no −inf for heat maps to interpolate
+        assert (second.scores >= first.scores).all()
+        assert (second.scores > first.scores).mean() > 0.5  # other angles score higher somewhere

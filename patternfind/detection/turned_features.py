@@ -274,8 +274,8 @@ def search_turned_features(
     maps : list of (M, N) float32 arrays or None, one per target
         With ``keep_maps``, entry (i, j) is the best score over the coarse
         angles of the window centred where the upright window with its
-        top-left pixel at ``(i · cell, j · cell)`` is centred (−inf where no
-        turned window there lies on the image); else None.
+        top-left pixel at ``(i · cell, j · cell)`` is centred (the map's
+        lowest score where no turned window there lies on the image); else None.
     """
     step = angle_step or min(default_feature_angle_step(t.window, t.cell) for t in targets)
     angles, full_turn = angle_grid(start, extent, step)
@@ -311,7 +311,7 @@ def search_turned_features(
     for position in range(len(targets)):
         upright_maps = [upright for found in per_angle
                         if (upright := found[position][1]) is not None]
-        maps.append(np.maximum.reduce(upright_maps) if upright_maps else None)
+        maps.append(_floored(np.maximum.reduce(upright_maps)) if upright_maps else None)
     results = []
     for position, target in enumerate(targets):
         candidates = np.concatenate([found[position][0] for found in per_angle]).reshape(-1, 4)
@@ -327,6 +327,14 @@ def search_turned_features(
         refined = map_in_threads(refine, list(candidates), workers)
         results.append(np.array([pose for pose in refined if np.isfinite(pose[3])]).reshape(-1, 4))
     return results, maps
+
+
+def _floored(scores: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``scores`` with the positions no turned window reaches set to the lowest score
+    (−inf would turn into NaN where a heat map interpolates it)."""
+    finite = np.isfinite(scores)
+    floor = np.float32(scores[finite].min()) if finite.any() else np.float32(0)
+    return np.where(finite, scores, floor).astype(np.float32)
 
 
 def _phase(turned: TurnedImage, down: int, right: int) -> TurnedImage:
