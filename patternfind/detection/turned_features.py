@@ -16,12 +16,20 @@ the features of windows next to them see a natural continuation, not a hard
 edge), but a window covering any canvas pixel whose centre lies outside the
 image is never a detection.
 
+The score of a window falls fast as the cell grid slides off the part, so
+every angle is scored with the grid at four phases (moved half a cell right,
+down, and both).
+
 Refinement: around each peak (the best `MAX_CANDIDATES` per filter and
-level, one per object), a small patch of the level is turned about the
-peak's centre at finer angles (a quarter of the step apart, one step either
-way), scored, and a parabola through the best angle's score and its
-neighbours' gives a sub-step angle; the position is then read at that angle
-(with ``subpixel``, a parabola through the cell grid's scores).
+level, one per object), small patches of the level are turned about the
+part's estimated centre and scored with the window centred on it:
+
+1. the centre at the coarse angle, over half-cell shifts and then whole
+   pixels (a parabola along each axis);
+2. the angle, a quarter step apart over one step either way (each angle's
+   best score within a cell), with a parabola through the best and its
+   neighbours, then the centre again at that angle;
+3. the angle again at an eighth of a step, and the centre.
 
 The default step follows Halcon's rule on the feature grid: the turn that
 moves the window's outermost point by about one *cell*, ``atan(cell / r)``
@@ -260,7 +268,9 @@ def search_turned_features(
         Degrees between turned images; default the finest
         `default_feature_angle_step` of the targets.
     subpixel : bool
-        Refine positions by a parabola through the cell grid's scores.
+        Locate the coarse peaks between cells (a parabola through the cell
+        grid's scores). Refined poses are found to a fraction of a pixel
+        either way: they are not on any grid.
     workers : int
         Threads over the angles and the candidates.
     keep_maps : bool
@@ -315,14 +325,14 @@ def search_turned_features(
     results = []
     for position, target in enumerate(targets):
         candidates = np.concatenate([found[position][0] for found in per_angle]).reshape(-1, 4)
-        candidates = _one_per_object(candidates, target.window)
-        if extent == 0 or not len(candidates):
+        if extent == 0:  # the upright search itself: every peak, as `detect` without angles
             results.append(candidates)
             continue
+        candidates = _one_per_object(candidates, target.window)
         patch = _Patch(level, target, position, score_image)
 
         def refine(candidate: NDArray[np.float64], patch: _Patch = patch) -> NDArray[np.float64]:
-            return _refine(patch, candidate, step, start, extent, full_turn, subpixel)
+            return _refine(patch, candidate, step, start, extent, full_turn)
 
         refined = map_in_threads(refine, list(candidates), workers)
         results.append(np.array([pose for pose in refined if np.isfinite(pose[3])]).reshape(-1, 4))
@@ -438,35 +448,28 @@ class _Patch:
             y += _vertex(*grid[:, 1])
         return x, y
 
-    def best(self, angle: float, centre: tuple[float, float], *, subpixel: bool
-             ) -> tuple[float, float, float]:
-        """``(score, cx, cy)`` of the best valid window near ``centre`` at ``angle``.
+    def peak(self, angle: float, centre: tuple[float, float]) -> float:
+        """The best score of a window within a cell of ``centre`` at ``angle``.
 
-        The score is the peak of the parabolas through the best entry and its
-        neighbours (where they curve down), so that neighbouring angles
-        compare their scores at the peak, not at the nearest cell.
+        The peak of the parabolas through the best entry and its neighbours
+        (where they curve down), so that neighbouring angles compare their
+        scores at the peak, not at the nearest cell.
         """
         result = self.scores(angle, centre)
         if result is None:
-            return -math.inf, *centre
-        turned, scores, cell = result
+            return -math.inf
+        _, scores, _ = result
         if not np.isfinite(scores).any():
-            return -math.inf, *centre
+            return -math.inf
         row, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
         peak = float(scores[row, col])
-        value, y, x = peak, float(row), float(col)
-        for axis, (before, after) in enumerate(_neighbours(scores, int(row), int(col))):
+        value = peak
+        for before, after in _neighbours(scores, int(row), int(col)):
             curvature = before + after - 2 * peak
-            if not (np.isfinite(curvature) and curvature < 0):
-                continue
-            offset = min(max(0.5 * (before - after) / curvature, -0.5), 0.5)
-            value += 0.5 * (after - before) * offset + 0.5 * curvature * offset * offset
-            if subpixel and axis == 0:
-                y += offset
-            elif subpixel:
-                x += offset
-        (cx, cy), = _window_centres(turned, np.array([y]), np.array([x]), cell, self.target.window)
-        return value, float(cx), float(cy)
+            if np.isfinite(curvature) and curvature < 0:
+                offset = min(max(0.5 * (before - after) / curvature, -0.5), 0.5)
+                value += 0.5 * (after - before) * offset + 0.5 * curvature * offset * offset
+        return value
 
 
 def _neighbours(scores: NDArray[np.float32], row: int, col: int) -> list[tuple[float, float]]:
@@ -479,7 +482,7 @@ def _neighbours(scores: NDArray[np.float32], row: int, col: int) -> list[tuple[f
 
 
 def _refine(patch: _Patch, candidate: NDArray[np.float64], step: float, start: float,
-            extent: float, full_turn: bool, subpixel: bool) -> NDArray[np.float64]:
+            extent: float, full_turn: bool) -> NDArray[np.float64]:
     """``(cx, cy, angle, score)`` refined around one coarse candidate (score −inf if lost).
 
     Features pool over a cell grid, so a window's score depends on where that
@@ -501,7 +504,7 @@ def _refine(patch: _Patch, candidate: NDArray[np.float64], step: float, start: f
     turns = angle + quarter * np.arange(-_FINE_REACH, _FINE_REACH + 1)
     if not full_turn:
         turns = np.unique(np.clip(turns, start, start + extent))
-    values = [patch.best(float(turn), centre, subpixel=False)[0] for turn in turns]
+    values = [patch.peak(float(turn), centre) for turn in turns]
     best = int(np.argmax(values))
     angle = float(turns[best])
     if 0 < best < len(turns) - 1:
@@ -516,8 +519,6 @@ def _refine(patch: _Patch, candidate: NDArray[np.float64], step: float, start: f
             angle = min(max(angle, start), start + extent)
         centre = patch.centre_at(angle, centre)
     score = patch.centred(angle, centre)
-    if not subpixel:
-        score = max(score, patch.best(angle, centre, subpixel=False)[0])
     if not score >= patch.target.threshold:
         return np.array([*centre, angle, -np.inf])
     angle = (angle - start) % 360 + start if full_turn else angle
