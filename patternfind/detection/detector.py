@@ -120,7 +120,9 @@ def detect(
     Returns
     -------
     list of Detection
-        Best score first; boxes in input-image pixels, inside the image.
+        Best score first; boxes in input-image pixels, inside the image. With
+        ``angles``, what the turned filter scores (its mask, or a feature
+        filter's window) lies on the image; its upright box may reach beyond.
 
     Examples
     --------
