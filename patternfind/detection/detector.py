@@ -491,7 +491,8 @@ def _scan_poses(
             poses, coarse_map, (coarse_rows, coarse_cols) = search_poses(
                 match_channels(level, plan.filter), search, workers=inner_workers)
             window = (height * scale_y, width * scale_x)
-            found.append(_pose_rows(poses, index, scale, window, (scale_y, scale_x), pixels.shape))
+            found.append(_pose_rows(poses, index, scale, (height, width), (scale_y, scale_x),
+                                    pixels.shape))
             if keep_maps:
                 maps.append(LevelMap(coarse_map, plan.filter.name, 1, scale_x * coarse_cols,
                                      scale_y * coarse_rows, window))
@@ -506,10 +507,10 @@ def _scan_poses(
                 extent=extent, angle_step=options.angle_step, subpixel=options.subpixel,
                 workers=inner_workers, keep_maps=keep_maps)
             for target, poses, best in zip(targets, every_pose, best_maps, strict=True):
-                window = (target.window[0] * scale_y, target.window[1] * scale_x)
-                found.append(_pose_rows(poses, target.index, scale, window, (scale_y, scale_x),
-                                        pixels.shape))
+                found.append(_pose_rows(poses, target.index, scale, target.window,
+                                        (scale_y, scale_x), pixels.shape))
                 if best is not None:
+                    window = (target.window[0] * scale_y, target.window[1] * scale_x)
                     maps.append(LevelMap(best, plans[target.index].filter.name, target.cell,
                                          scale_x, scale_y, window))
         return found, maps
@@ -536,9 +537,12 @@ def _scan_poses(
     return detections, maps
 
 
-def _pose_rows(poses: NDArray[np.float64], index: int, scale: float, window: tuple[float, float],
+def _pose_rows(poses: NDArray[np.float64], index: int, scale: float, level_window: tuple[int, int],
                level_scale: tuple[float, float], shape: tuple[int, ...]) -> NDArray[np.float64]:
     """Detector rows (x, y, w, h, score, filter, scale, angle) of ``cx, cy, angle, score`` poses.
+
+    ``poses`` are in level pixels, where the filter covers ``level_window``
+    (height, width); ``level_scale`` is input pixels per level pixel (y, x).
 
     The box is the filter's upright box at the found centre (level pixels
     mapped to input pixels as the upright search maps a window's top-left).
@@ -547,9 +551,11 @@ def _pose_rows(poses: NDArray[np.float64], index: int, scale: float, window: tup
     of the image while the turned one lies inside it.
     """
     scale_y, scale_x = level_scale
+    height, width = level_window
+    window = (height * scale_y, width * scale_x)
     rows = np.empty((len(poses), 8))
-    rows[:, 0] = (poses[:, 0] - (window[1] / scale_x - 1) / 2) * scale_x
-    rows[:, 1] = (poses[:, 1] - (window[0] / scale_y - 1) / 2) * scale_y
+    rows[:, 0] = (poses[:, 0] - (width - 1) / 2) * scale_x
+    rows[:, 1] = (poses[:, 1] - (height - 1) / 2) * scale_y
     upright = poses[:, 2] % 360 == 0
     rows[upright, 0] = np.clip(rows[upright, 0], 0, max(shape[1] - window[1], 0))
     rows[upright, 1] = np.clip(rows[upright, 1], 0, max(shape[0] - window[0], 0))
