@@ -4,7 +4,9 @@ The lecture's second half stacks convolutional layers: the first layer's
 filters respond to edges and blobs, the next layer's to patterns of those
 responses. Here a few ``Conv → ReLU → pool`` layers form the feature
 transform φ of a learned `Filter` (``features="cnn"``); the filter itself is
-the last layer, ``⟨w, φ(x)⟩ + b``.
+the last layer, ``⟨w, φ(x)⟩ + b``. A `LocalContrast` first layer normalises
+each pixel by the mean and spread of its neighbourhood, which makes the
+features blind to a photograph's brightness and contrast.
 
 Layers are written in the style of cs231n's ``layers.py``: plain arrays, an
 explicit cache, and every ``forward`` has its ``backward`` twin::
