@@ -153,6 +153,44 @@ def test_fit_reaches_the_lbfgs_optimum(optimizer, l2):
     assert (reached - reference.fun) / reference.fun < 1e-3
 
 
+def _lbfgs_optimum(X, y, l2):
+    def value_and_gradient(params):
+        value, grad_w, grad_b = objective(params[:-1], params[-1], X, y, loss="logistic", l2=l2)
+        return value, np.append(grad_w, grad_b)
+
+    with _one_blas_thread():
+        return scipy.optimize.minimize(
+            value_and_gradient, np.zeros(X.shape[1] + 1), jac=True, method="L-BFGS-B",
+            options={"maxiter": 10_000, "gtol": 1e-10, "ftol": 1e-15})
+
+
+@pytest.mark.parametrize("held_out", [3, 4])
+def test_fit_on_one_batch_per_epoch_reaches_the_lbfgs_optimum(held_out):
+    """160 lfw_subset crops (one 256-batch per epoch), l2 = 1 / n as LogisticRegression().
+
+    Patience counted in bare epochs (8 steps here) stopped the fit during Adam's
+    early overshoot, at objective 0.29 for fold 3 where the optimum is 0.083.
+    """
+    from skimage.data import lfw_subset  # shipped inside scikit-image: no download
+
+    images = lfw_subset().astype(np.float32)
+    faces = np.arange(len(images)) < 100
+    rng = np.random.default_rng(0)
+    folds = np.empty(len(images), dtype=int)
+    for label in (True, False):
+        members = rng.permutation(np.flatnonzero(faces == label))
+        folds[members] = np.arange(len(members)) % 5
+    X = images[folds != held_out].reshape(160, -1).astype(np.float64)
+    y = np.where(faces[folds != held_out], 1.0, -1.0)
+    reference = _lbfgs_optimum(X, y, 1 / 160).fun
+    fitted = train_filter(images[folds != held_out], faces[folds != held_out], l2=1 / 160,
+                          val_fraction=0)
+    reached = objective(fitted.weights.ravel().astype(np.float64), fitted.bias, X, y,
+                        loss="logistic", l2=1 / 160)[0]
+    assert reached >= reference * (1 - 1e-9)
+    assert (reached - reference) / reference < 1e-3
+
+
 # ---------------------------------------------------------------- real labelled sets
 
 
@@ -633,9 +671,15 @@ def test_explicit_window_and_scales_win_over_the_automatic_choice():
     assert filter_scales(fitted) == pytest.approx((low / 1.25, high * 1.25))
     assert filter_scales(fitted, (1.0, 1.0)) == (1.0, 1.0)
     image, _ = _scene(300)
+    step = fitted.meta["scale_step"]
+    assert step == 1.2  # the trained pyramid step, searched by default
     default = detect(image, fitted, threshold=-5.0)
     assert {round(d.scale, 6) for d in default} <= {
-        round(1.1**k, 6) for k in range(-30, 30) if low / 1.25 <= 1.1**k <= high * 1.25}
+        round(step**k, 6) for k in range(-30, 30) if low / 1.25 <= step**k <= high * 1.25}
+    finer = detect(image, fitted, threshold=-5.0, scale_step=1.05)  # an explicit step wins
+    assert {round(d.scale, 6) for d in finer} <= {
+        round(1.05**k, 6) for k in range(-60, 60) if low / 1.25 <= 1.05**k <= high * 1.25}
+    assert {round(d.scale, 6) for d in finer} - {round(d.scale, 6) for d in default}
     explicit = detect(image, fitted, threshold=-5.0, scales=(1, 1))
     assert explicit
     assert {d.scale for d in explicit} == {1.0}
@@ -647,22 +691,33 @@ def test_explicit_window_and_scales_win_over_the_automatic_choice():
 def test_a_filter_saved_before_it_knew_its_scales_detects_as_before():
     """tests/data/face_v0_1.npz was written by patternfind 0.1 (no search_scales in meta)."""
     from patternfind.detection.detector import detect
-    from patternfind.detection.options import DEFAULT_SCALES, filter_scales
+    from patternfind.detection.options import (
+        DEFAULT_SCALE_STEP,
+        DEFAULT_SCALES,
+        filter_scale_step,
+        filter_scales,
+    )
     from patternfind.learn.patches import as_image
 
     old = Filter.load(Path(__file__).parent / "data" / "face_v0_1.npz")
     assert "search_scales" not in old.meta
+    assert "scale_step" not in old.meta
     assert filter_scales(old) == DEFAULT_SCALES == (0.5, 2.0)
+    assert filter_scale_step(old) == DEFAULT_SCALE_STEP == 1.1
     image = as_image(Path(__file__).parents[1] / "samples" / "faces" / "test" / "00.png")
     default = detect(image, old)
     assert default
-    as_before = detect(image, old, scales=(0.5, 2.0))
+    as_before = detect(image, old, scales=(0.5, 2.0), scale_step=1.1)
     assert [(d.x, d.y, d.w, d.score) for d in default] == [(d.x, d.y, d.w, d.score) for d in as_before]
 
 
 @pytest.mark.slow
-def test_auto_l2_beats_the_old_fixed_default_on_lfw():
-    """lfw_subset, 5-fold: train_filter's defaults against the old default l2=1e-3."""
+def test_auto_l2_matches_logistic_regression_defaults_on_lfw():
+    """lfw_subset, 5-fold: train_filter's defaults reach the issue's AUC 0.99.
+
+    The reference is scikit-learn's ``LogisticRegression()`` objective (l2 = 1 / n,
+    an unpenalised bias) solved exactly by L-BFGS on the same folds: 0.993.
+    """
     from scipy.stats import mannwhitneyu
     from skimage.data import lfw_subset  # shipped inside scikit-image: no download
 
@@ -673,16 +728,20 @@ def test_auto_l2_beats_the_old_fixed_default_on_lfw():
     for label in (True, False):
         members = rng.permutation(np.flatnonzero(faces == label))
         folds[members] = np.arange(len(members)) % 5
-    aucs = {}
-    for name, options in (("auto", {}), ("old", {"l2": 1e-3})):
-        scores = np.zeros(len(images))
-        for fold in range(5):
-            held_out = folds == fold
-            learned = train_filter(images[~held_out], faces[~held_out], **options)
-            scores[held_out] = images[held_out].reshape(held_out.sum(), -1) @ learned.weights.ravel()
-        aucs[name] = mannwhitneyu(scores[faces], scores[~faces]).statistic / 100**2
-    assert aucs["auto"] > 0.98
-    assert aucs["auto"] > aucs["old"] + 0.01
+    auto, reference = np.zeros(len(images)), np.zeros(len(images))
+    for fold in range(5):
+        held_out = folds == fold
+        learned = train_filter(images[~held_out], faces[~held_out])
+        X_held = images[held_out].reshape(held_out.sum(), -1)
+        auto[held_out] = X_held @ learned.weights.ravel()
+        X = images[~held_out].reshape((~held_out).sum(), -1).astype(np.float64)
+        y = np.where(faces[~held_out], 1.0, -1.0)
+        reference[held_out] = X_held @ _lbfgs_optimum(X, y, 1 / len(X)).x[:-1]
+    aucs = {name: mannwhitneyu(scores[faces], scores[~faces]).statistic / 100**2
+            for name, scores in (("auto", auto), ("reference", reference))}
+    assert aucs["reference"] > 0.99  # the reference is what the issue quotes
+    assert aucs["auto"] >= 0.99
+    assert aucs["auto"] > aucs["reference"] - 0.003
 
 
 @pytest.mark.slow
