@@ -88,10 +88,10 @@ def build_parser() -> Parser:
     parser.add_argument("--jitter", type=int, default=0, metavar="N",
                         help="extra shifted and scaled copies of every box (annotations only; "
                              "default 0)")
-    parser.add_argument("--negatives-per-image", type=int, default=20, metavar="N",
-                        help="random background windows per image (annotations only; default 20)")
-    parser.add_argument("--hard-negatives-per-image", type=int, default=20, metavar="N",
-                        help="mined windows per image and round (annotations only; default 20)")
+    parser.add_argument("--negatives-per-image", type=int, default=40, metavar="N",
+                        help="random background windows per image (annotations only; default 40)")
+    parser.add_argument("--hard-negatives-per-image", type=int, default=50, metavar="N",
+                        help="mined windows per image and round (annotations only; default 50)")
     parser.add_argument("--upsample", type=float, default=None, metavar="F",
                         help="enlarge every annotated image by F before training (e.g. 2 for "
                              "faces smaller than the window); the filter is scaled back, so "
