@@ -308,6 +308,7 @@ def fit_linear(
             X_train, y_train, X_val, y_val, loss=loss, l2=l2, max_iter=epochs or _MAX_EPOCHS,
             validate=len(val) > 0, progress=progress)
     else:
+        assert lr is not None  # set above for Adam and SGD
         w, b, best_epoch, history, val_history = _descend(
             X_train, y_train, X_val, y_val, loss=loss, l2=l2, optimizer=optimizer, lr=lr,
             batch=batch, max_epochs=max_epochs, validate=len(val) > 0, progress=progress, rng=rng)
