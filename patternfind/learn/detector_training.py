@@ -268,9 +268,13 @@ def train_detector(
                            feature_shape, features=features, feature_options=feature_settings,
                            window=window, name=name)
 
-    # Mining needs a filter before l2 is chosen: a middle strength of the grid.
-    mining_settings = fit_settings if fit_settings.l2 != "auto" else dataclasses.replace(
-        fit_settings, l2=_MINING_L2)
+    # Mining needs a filter before l2 is chosen: the grid's weakest strength, fitted
+    # to its optimum by L-BFGS like the cross-validation fits (a linear logistic filter).
+    mining_settings = fit_settings
+    if fit_settings.l2 == "auto":
+        exact = trained is None and fit_settings.loss == "logistic"
+        mining_settings = dataclasses.replace(
+            fit_settings, l2=_MINING_L2, **({"optimizer": "lbfgs", "val_fraction": 0} if exact else {}))
     rounds = []
     fit = fit_samples(X, y, groups, mining_settings)
     keys = list(pixels)
@@ -299,7 +303,8 @@ def train_detector(
         sources = np.concatenate([sources, np.array(hard_sources, dtype=np.intp)])
         if round_index < mine_rounds:
             fit = fit_samples(X, y, groups, mining_settings)
-            rounds[-1]["val_accuracy"] = fit["val_accuracy"]
+            held_out = fit.get("options", {}).get("val_samples", 1)  # 0: scored on its own rows
+            rounds[-1]["val_accuracy" if held_out else "train_accuracy"] = fit["val_accuracy"]
 
     # Folds of whole images: l2 (if "auto") and the threshold are judged on unseen images.
     fold_ids = _image_folds(sources, y, fit_settings)
