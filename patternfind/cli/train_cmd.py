@@ -97,7 +97,9 @@ def build_parser() -> Parser:
                              "faces smaller than the window); the filter is scaled back, so "
                              "it detects on the original images")
     parser.add_argument("--loss", choices=("logistic", "hinge"), default="logistic")
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--optimizer", choices=("adam", "sgd", "lbfgs"), default="adam",
+                        help="for a given --l2 (default adam); with --l2 auto and the logistic "
+                             "loss the fits are L-BFGS's")
     parser.add_argument("--l2", type=_l2, default="auto", metavar="auto|VALUE",
                         help="L2 penalty weight, or auto: chosen by cross-validation (default)")
     parser.add_argument("--folds", type=int, default=5, metavar="K",
