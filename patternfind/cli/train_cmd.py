@@ -25,7 +25,7 @@ examples:
   patternfind train --annotations samples/faces/train.csv -o face.npz
   patternfind samples/faces/test/00.png --filter face.npz   # the features travel inside the filter
   patternfind train --annotations samples/faces/train.csv --window 48x48 \\
-      --features hog --mine-rounds 1 -o face_quick.npz
+      --features hog --mine-rounds 0 -o face_quick.npz
   patternfind train --pos pos/ --neg neg/ --window 24x24 -o part.npz
       (pos/ and neg/ stand for your own folders of object and background crops)
   patternfind train --pos pos/ --neg neg/ --window 24x24 --features cnn \\
@@ -81,8 +81,9 @@ def build_parser() -> Parser:
     parser.add_argument("--bins", type=int, default=None, help="HOG orientation bins (default 9)")
     parser.add_argument("--hog-variant", choices=("felzenszwalb", "dalal-triggs"), default=None,
                         help="HOG layout (default felzenszwalb for annotations, else dalal-triggs)")
-    parser.add_argument("--mine-rounds", type=int, default=2, metavar="N",
-                        help="rounds of hard-negative mining (annotations only; default 2)")
+    parser.add_argument("--mine-rounds", type=int, default=None, metavar="N",
+                        help="rounds of hard-negative mining (annotations only; default 1, "
+                             "2 for --features cnn)")
     parser.add_argument("--no-flip", action="store_true",
                         help="do not add left-right mirrored positives (annotations only)")
     parser.add_argument("--jitter", type=int, default=0, metavar="N",
