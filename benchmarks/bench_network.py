@@ -13,12 +13,18 @@
 
 The machine is shared: read the medians and ratios, not single times.
 
-Run:  python benchmarks/bench_network.py [--repeats 7] [--skip-training]
+The training step is timed once per ``--threads`` setting: a count applies to
+both libraries (``torch.set_num_threads`` and patternfind's conv block threads),
+"default" leaves both as they start. Training and detection run with the
+library's defaults. The settings and the load average are printed.
+
+Run:  python benchmarks/bench_network.py [--repeats 7] [--skip-training] [--threads 1 default]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -26,6 +32,7 @@ import cv2
 import numpy as np
 
 from patternfind import detect, load_filter, load_image, train_filter
+from patternfind.layers import conv as conv_module
 from patternfind.layers.network import DEFAULT_LAYERS, Network
 
 try:
@@ -35,6 +42,19 @@ except ImportError:  # torch is only a comparison, never a dependency
     torch = None
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WORKERS = conv_module._WORKERS
+DEFAULT_TORCH_THREADS = torch.get_num_threads() if torch is not None else None
+
+
+def set_threads(setting):
+    """Apply ``setting`` ("default" or a count) to both libraries; return a description."""
+    workers = DEFAULT_WORKERS if setting == "default" else int(setting)
+    conv_module._WORKERS = workers
+    if torch is not None:
+        torch.set_num_threads(DEFAULT_TORCH_THREADS if setting == "default" else int(setting))
+    torch_threads = torch.get_num_threads() if torch is not None else "-"
+    return (f"threads {setting}: patternfind {workers} conv block thread(s), "
+            f"torch {torch_threads} intra-op thread(s)")
 
 
 def digit_patches(count, seed=0):
@@ -135,13 +155,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats")
     parser.add_argument("--skip-training", action="store_true", help="skip the 20,000-patch run")
+    parser.add_argument("--threads", nargs="+", default=["1", "default"],
+                        help="thread settings for the training-step comparison")
     args = parser.parse_args(argv)
+    pinned = ", ".join(f"{name}={os.environ[name]}" for name in
+                       ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+                       if name in os.environ) or "none"
     if torch is not None:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        print(f"torch {torch.__version__}, default {DEFAULT_TORCH_THREADS} threads")
+    print(f"{os.cpu_count()} CPUs; thread variables in the environment: {pinned}")
+    print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     if not args.skip_training:
         time_training()
-    time_step(args.repeats * 3)
+    for setting in args.threads:
+        print(set_threads(setting), end=": ")
+        time_step(args.repeats * 3)
+    set_threads("default")
     time_detection(args.repeats)
+    print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     return 0
 
 

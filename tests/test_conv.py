@@ -393,6 +393,187 @@ def test_max_pool_backward_sends_a_tie_to_the_first_maximum():
 
 
 # --------------------------------------------------------------------------
+# The im2col layouts, block splits and threads, against naive loops
+# --------------------------------------------------------------------------
+
+
+def naive_conv_backward(x, w, grad, stride, pads):
+    """Loop over every image and output pixel: each window's share of the three gradients."""
+    padded = np.pad(x.astype(np.float64), ((0, 0), *pads, (0, 0)))
+    fh, fw = w.shape[:2]
+    grad_padded = np.zeros_like(padded)
+    grad_w = np.zeros(w.shape)
+    for image, row, col in np.ndindex(*grad.shape[:3]):
+        top, left = row * stride[0], col * stride[1]
+        upstream = grad[image, row, col].astype(np.float64)  # (K,)
+        grad_w += padded[image, top : top + fh, left : left + fw, :, None] * upstream
+        grad_padded[image, top : top + fh, left : left + fw] += w.astype(np.float64) @ upstream
+    (top, bottom), (left, right) = pads
+    height, width = padded.shape[1:3]
+    grad_x = grad_padded[:, top : height - bottom, left : width - right]
+    return grad_x, grad_w, grad.sum(axis=(0, 1, 2))
+
+
+# (x shape, weights shape, stride, padding, layout conv2d should pick)
+LAYOUT_CASES = [
+    ((3, 9, 14, 1), (3, 4, 1, 5), 1, "valid", "taps"),  # grey: narrow windows, wide rows
+    ((2, 8, 16, 3), (3, 3, 3, 4), 1, "same", "taps"),  # RGB
+    ((2, 11, 16, 2), (3, 3, 2, 3), (2, 1), 1, "taps"),  # a row stride
+    ((2, 9, 13, 1), (4, 2, 1, 2), (3, 1), "same", "taps"),  # odd 'same' padding, row stride 3
+    ((2, 8, 16, 3), (3, 3, 3, 4), (1, 2), "same", "rows"),  # a column stride
+    ((3, 6, 6, 8), (3, 3, 8, 6), 1, "valid", "rows"),  # many channels on a small map
+    ((2, 9, 9, 4), (5, 5, 4, 2), 2, 2, "rows"),
+    ((1, 8, 13, 2), (2, 5, 2, 3), (2, 3), (1, 2), "rows"),  # rounds of 3 taps, one short
+]
+
+
+def check_against_naive(x, weights, bias, grad, stride, padding):
+    strides = (stride, stride) if isinstance(stride, int) else stride
+    f = weights.shape[:2]
+    pads = reference_padding(x.shape[1:3], f, strides, padding)
+    tol = tolerance(x.dtype)
+    out = conv2d(x, weights, bias, stride=stride, padding=padding)
+    np.testing.assert_allclose(out, naive_conv(x, weights, bias, strides, pads), **tol)
+    grads = conv2d_backward(grad, x, weights, stride=stride, padding=padding)
+    expected = naive_conv_backward(x, weights, grad, strides, pads)
+    for name, ours, theirs in zip(("grad_x", "grad_w", "grad_b"), grads, expected, strict=True):
+        assert ours.dtype == x.dtype, name
+        np.testing.assert_allclose(ours, theirs, err_msg=name, **tol)
+
+
+def layout_inputs(x_shape, w_shape, stride, padding, dtype, seed=3):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weights = rng.standard_normal(w_shape).astype(dtype)
+    bias = rng.standard_normal(w_shape[3]).astype(dtype)
+    out_shape = conv2d(x, weights, stride=stride, padding=padding).shape
+    return x, weights, bias, rng.standard_normal(out_shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "padding", "layout"), LAYOUT_CASES)
+def test_both_im2col_layouts_match_naive_loops(x_shape, w_shape, stride, padding, layout, dtype):
+    from patternfind.layers import conv
+
+    x, weights, bias, grad = layout_inputs(x_shape, w_shape, stride, padding, dtype)
+    layer = conv._ConvLayer.check(x, weights, stride, padding)
+    assert conv._tap_major(layer) == (layout == "taps")  # the case covers the layout it names
+    check_against_naive(x, weights, bias, grad, stride, padding)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "padding", "layout"), LAYOUT_CASES)
+def test_blocks_of_single_rows_and_two_threads_match_naive_loops(
+    monkeypatch, x_shape, w_shape, stride, padding, layout, workers
+):
+    """Tiny block budgets cut every image into blocks of one output row, split over threads."""
+    from patternfind.layers import conv
+
+    monkeypatch.setattr(conv, "_TAP_BLOCK_BYTES", 1)
+    monkeypatch.setattr(conv, "_IM2COL_BLOCK_BYTES", 1)
+    monkeypatch.setattr(conv, "_WORKERS", workers)
+    x, weights, bias, grad = layout_inputs(x_shape, w_shape, stride, padding, np.float32)
+    layer = conv._ConvLayer.check(x, weights, stride, padding)
+    assert len(conv._Im2col.of(layer).blocks) == x_shape[0] * layer.out_hw[0]
+    check_against_naive(x, weights, bias, grad, stride, padding)
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "padding", "layout"), LAYOUT_CASES)
+def test_non_contiguous_inputs_give_the_same_results(x_shape, w_shape, stride, padding, layout):
+    x, weights, bias, grad = layout_inputs(x_shape, w_shape, stride, padding, np.float32)
+    # every other column of a wider image, Fortran-ordered weights, a reversed gradient view
+    wide = np.zeros((x.shape[0], x.shape[1], 2 * x.shape[2], x.shape[3]), np.float32)
+    wide[:, :, ::2] = x
+    strided_x = wide[:, :, ::2]
+    fortran_w = np.asfortranarray(weights)
+    reversed_grad = np.ascontiguousarray(grad[..., ::-1])[..., ::-1]
+    assert not strided_x.flags.c_contiguous
+    assert not fortran_w.flags.c_contiguous
+    assert not reversed_grad.flags.c_contiguous
+    np.testing.assert_array_equal(
+        conv2d(strided_x, fortran_w, bias, stride=stride, padding=padding),
+        conv2d(x, weights, bias, stride=stride, padding=padding),
+    )
+    for ours, expected in zip(
+        conv2d_backward(reversed_grad, strided_x, fortran_w, stride=stride, padding=padding),
+        conv2d_backward(grad, x, weights, stride=stride, padding=padding),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(ours, expected)
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape"), [((64, 24, 24, 1), (5, 5, 1, 8)),
+                                                  ((64, 10, 10, 8), (3, 3, 8, 16))])
+def test_threaded_gradients_are_the_same_from_run_to_run(monkeypatch, x_shape, w_shape):
+    """Both layouts split over two threads: their partial sums are added in a fixed order."""
+    from patternfind.layers import conv
+
+    monkeypatch.setattr(conv, "_WORKERS", 2)
+    x, weights, _, grad = layout_inputs(x_shape, w_shape, 1, "valid", np.float32)
+    assert len(conv._Im2col.of(conv._ConvLayer.check(x, weights, 1, "valid")).blocks) >= 4
+    first = conv2d_backward(grad, x, weights)
+    for _ in range(3):
+        for a, b in zip(first, conv2d_backward(grad, x, weights), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("w_shape", "stride", "padding"),
+    [((1, 1, 1, 3), 1, "valid"),  # tap-major with no spare room: its crop is contiguous
+     ((2, 2, 2, 3), 2, "valid"),  # rounds of whole strides: the crop is contiguous too
+     ((3, 3, 2, 3), 1, 1)],
+)
+def test_results_never_share_memory_with_the_next_call(w_shape, stride, padding):
+    """Scratch arrays are kept between calls; what a call returns must not be one of them."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 8, 10, w_shape[2])).astype(np.float32)
+    weights = rng.standard_normal(w_shape).astype(np.float32)
+    out = conv2d(x, weights, stride=stride, padding=padding)
+    grads = conv2d_backward(np.ones_like(out), x, weights, stride=stride, padding=padding)
+    pooled_grad = pool2d_backward(np.ones((3, 4, 5, w_shape[2])), x, 2)
+    kept = [array.copy() for array in (out, *grads, pooled_grad)]
+    # the same shapes again, and other shapes, with other values
+    for scale in (2.0, 3.0):
+        other = conv2d(scale * x, weights, stride=stride, padding=padding)
+        conv2d_backward(scale * np.ones_like(other), scale * x, weights, stride=stride,
+                        padding=padding)
+        pool2d_backward(np.full((3, 4, 5, w_shape[2]), scale), scale * x, 2)
+        conv2d_backward(np.ones((2, 4, 4, 2)), np.ones((2, 6, 6, 3)), np.ones((3, 3, 3, 2)))
+    for array, copy in zip((out, *grads, pooled_grad), kept, strict=True):
+        np.testing.assert_array_equal(array, copy)
+
+
+def naive_max_pool_backward(x, grad, size, stride):
+    """Each window's gradient to the first maximum in row-major order, by loops."""
+    grad_x = np.zeros(x.shape)
+    for image, row, col, channel in np.ndindex(*grad.shape):
+        top, left = row * stride[0], col * stride[1]
+        window = x[image, top : top + size[0], left : left + size[1], channel]
+        i, j = np.unravel_index(np.argmax(window), window.shape)  # argmax: the first maximum
+        grad_x[image, top + i, left + j, channel] += grad[image, row, col, channel]
+    return grad_x
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(
+    ("shape", "size", "stride"),
+    [((3, 6, 6, 4), (2, 2), (2, 2)),  # windows that tile the input
+     ((2, 6, 9, 3), (3, 3), (3, 3)),
+     ((2, 4, 9, 2), (2, 3), (2, 3)),
+     ((2, 7, 7, 2), (3, 3), (2, 2)),  # overlapping windows
+     ((2, 8, 8, 2), (2, 2), (3, 3))],  # gaps between windows
+)
+def test_max_pool_backward_matches_a_naive_loop_with_many_ties(shape, size, stride, dtype):
+    rng = np.random.default_rng(12)
+    x = np.maximum(rng.integers(-3, 3, shape), 0).astype(dtype)  # ReLU-like: ties everywhere
+    grad = rng.standard_normal(pool2d(x, size, stride=stride).shape).astype(dtype)
+    result = pool2d_backward(grad, x, size, stride=stride)
+    assert result.dtype == dtype
+    np.testing.assert_allclose(result, naive_max_pool_backward(x, grad, size, stride),
+                               **tolerance(dtype))
+
+
+# --------------------------------------------------------------------------
 # Bad input: ValueError/TypeError naming the parameter
 # --------------------------------------------------------------------------
 

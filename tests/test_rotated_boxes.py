@@ -67,8 +67,9 @@ def test_rotated_iou_matches_polygon_clipping_and_opencv_on_random_pairs():
     assert (ious > 0).sum() > 50  # the pairs overlap in many ways, not just not at all
     for i in range(len(first)):
         for j in range(len(second)):
-            # OpenCV intersects in float32: about 1e-4 of the area
-            assert ious[i, j] == pytest.approx(naive_rotated_iou(first[i], second[j]), abs=1e-3)
+            # both in float64: the same to rounding
+            assert ious[i, j] == pytest.approx(naive_rotated_iou(first[i], second[j]),
+                                               rel=1e-9, abs=1e-12)
     # and OpenCV's own intersection, called with its clockwise angle convention
     for i, j in zip(range(10), range(10), strict=True):
         x, y, w, h, angle = first[i]
@@ -76,7 +77,33 @@ def test_rotated_iou_matches_polygon_clipping_and_opencv_on_random_pairs():
         _, points = cv2.rotatedRectangleIntersection(
             ((x + w / 2, y + h / 2), (w, h), -angle), ((u + p / 2, v + q / 2), (p, q), -turn))
         area = cv2.contourArea(cv2.convexHull(points)) if points is not None else 0.0
+        # OpenCV intersects in float32: about 1e-4 of the area
         assert ious[i, j] == pytest.approx(area / (w * h + p * q - area), abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ((0, 0, 10, 4, 33.0), (0, 0, 10, 4, 33.0), 1.0),  # the same box
+        ((0, 0, 10, 4, 0.0), (0, 0, 10, 4, 180.0), 1.0),  # half a turn: the same rectangle
+        ((0, 0, 10, 10, 0.0), (2, 2, 6, 6, 45.0), 36 / 100),  # inside the other
+        ((0, 0, 10, 10, 0.0), (10, 0, 10, 10, 0.0), 0.0),  # sharing an edge
+        ((0, 0, 10, 10, 0.0), (5, 0, 10, 10, 0.0), 50 / 150),
+        ((0, 0, 10, 10, 0.0), (0, 0, 10, 10, 90.0), 1.0),  # a square turned a quarter
+    ],
+)
+def test_rotated_iou_of_hand_made_cases_is_exact(first, second, expected):
+    assert rotated_box_iou([first], [second])[0, 0] == pytest.approx(expected, abs=1e-12)
+    assert rotated_box_iou([second], [first])[0, 0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_rotated_iou_of_far_coordinates_keeps_its_precision():
+    # boxes far from the origin: float32 would lose the overlap's digits
+    rng = np.random.default_rng(3)
+    boxes = random_boxes(rng, 20)
+    shifted = boxes + np.array([1e5, 1e5, 0, 0, 0])
+    np.testing.assert_allclose(rotated_box_iou(shifted, shifted[::-1]),
+                               rotated_box_iou(boxes, boxes[::-1]), atol=1e-9)
 
 
 def test_rotated_iou_of_upright_boxes_is_box_iou():

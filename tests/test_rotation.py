@@ -241,7 +241,36 @@ def test_angle_range_reads_wrapping_ranges():
     assert angle_range((30, 30)) == (30, 0)
 
 
-def test_feature_filters_are_refused_with_angles():
-    hog = Filter(np.ones((2, 2, 31), np.float32), features="hog", window=(16, 16), name="h")
-    with pytest.raises(ValueError, match="pixel filters"):
-        patternfind.detect(np.zeros((40, 40), np.float32), hog, angles=(0, 90), threshold=0.0)
+def round_masked_part(rng):
+    part = textured((32, 32), rng, 1.5)
+    yy, xx = np.mgrid[:32, :32]
+    return part, np.hypot(xx - 15.5, yy - 15.5) <= 13
+
+
+def test_a_part_whose_turned_canvas_crosses_the_border_is_found():
+    # a round mask turned 45°: its 46-pixel canvas leaves the image, the disc does not
+    rng = np.random.default_rng(11)
+    part, mask = round_masked_part(rng)
+    scene = textured((90, 120), rng, 3.0)
+    scene = plant(scene, part, 45.0, (14.5, 40.0))
+    scene = plant(scene, part, 120.0, (100.0, 75.5))
+    found = patternfind.detect(scene, Filter(part, mask=mask), angles=(0, 360), scales=(1, 1),
+                               subpixel=True)
+    assert len(found) == 2
+    first, second = sorted(found, key=lambda d: d.x)
+    assert angle_error(first.angle, 45.0) <= 0.5
+    assert math.dist(centre_of(first), (14.5, 40.0)) <= 0.5
+    assert angle_error(second.angle, 120.0) <= 0.5
+    assert math.dist(centre_of(second), (100.0, 75.5)) <= 0.5
+
+
+def test_a_part_whose_mask_leaves_the_image_is_not_found():
+    rng = np.random.default_rng(11)
+    part, mask = round_masked_part(rng)
+    scene = plant(textured((90, 120), rng, 3.0), part, 45.0, (8.0, 40.0))  # disc cut by 5 px
+    found = patternfind.detect(scene, Filter(part, mask=mask), angles=(0, 360), scales=(1, 1),
+                               threshold=0.5)
+    for detection in found:  # whatever scores, its disc lies on the image
+        cx, cy = centre_of(detection)
+        assert cx - 13 >= -0.5 - 1e-6
+        assert math.dist((cx, cy), (8.0, 40.0)) > 4

@@ -32,7 +32,8 @@ from patternfind.detection.scores import (
     score_pixels,
 )
 from patternfind.detection.shape import DEFAULT_MIN_CONTRAST, DEFAULT_SHAPE_THRESHOLDS, shape_model
-from patternfind.layers.features import feature_map
+from patternfind.detection.turned_features import FeatureTarget, ScoreImage, search_turned_features
+from patternfind.layers.features import feature_cell, feature_map
 from patternfind.layers.network import Network
 from patternfind.pixels import prepare_image, to_grey
 from patternfind.structures import SCORE_KINDS, Detection, Filter
@@ -120,7 +121,9 @@ def detect(
     Returns
     -------
     list of Detection
-        Best score first; boxes in input-image pixels, inside the image.
+        Best score first; boxes in input-image pixels, inside the image. With
+        ``angles``, what the turned filter scores (its mask, or a feature
+        filter's window) lies on the image; its upright box may reach beyond.
 
     Examples
     --------
@@ -468,14 +471,11 @@ def _scan_poses(
     workers: int,
     keep_maps: bool,
 ) -> tuple[list[Detection], list[LevelMap]]:
-    """`scan` with a rotation search or the shape score (`patternfind.detection.rotation`)."""
-    for plan in plans:
-        if plan.filter.features != "pixels":
-            msg = (
-                f"rotation search and the shape score work on pixel filters; filter "
-                f"{plan.filter.name!r} works on {plan.filter.features!r} features"
-            )
-            raise ValueError(msg)
+    """`scan` with a rotation search or the shape score.
+
+    Pixel filters turn (`patternfind.detection.rotation`); feature filters
+    score turned images (`patternfind.detection.turned_features`).
+    """
     start, extent = (0.0, 0.0) if options.angles is None else angle_range(options.angles)
     inner_workers = workers if len(levels) == 1 else 1
 
@@ -485,8 +485,9 @@ def _scan_poses(
         scale_x = pixels.shape[1] / level.shape[1]
         found, maps = [], []
         for index, plan in enumerate(plans):
-            height, width = plan.filter.weights.shape[:2]
-            if height > level.shape[0] or width > level.shape[1]:
+            height, width = _pixel_window(plan.filter)
+            if (plan.filter.features != "pixels" or not plan.searches(scale)
+                    or height > level.shape[0] or width > level.shape[1]):
                 continue
             search = PoseSearch(plan.filter, plan.score, plan.threshold, start, extent,
                                 options.angle_step, options.polarity, options.min_contrast,
@@ -494,20 +495,28 @@ def _scan_poses(
             poses, coarse_map, (coarse_rows, coarse_cols) = search_poses(
                 match_channels(level, plan.filter), search, workers=inner_workers)
             window = (height * scale_y, width * scale_x)
-            rows = np.empty((len(poses), 8))
-            # the upright box of the filter at the found centre, clipped for rounding only
-            rows[:, 0] = np.clip((poses[:, 0] - (width - 1) / 2) * scale_x, 0,
-                                 max(pixels.shape[1] - window[1], 0))
-            rows[:, 1] = np.clip((poses[:, 1] - (height - 1) / 2) * scale_y, 0,
-                                 max(pixels.shape[0] - window[0], 0))
-            rows[:, 2:4] = window[1], window[0]
-            rows[:, 4] = poses[:, 3]
-            rows[:, 5:7] = index, scale
-            rows[:, 7] = poses[:, 2]
-            found.append(rows)
+            found.append(_pose_rows(poses, index, scale, (height, width), (scale_y, scale_x),
+                                    pixels.shape))
             if keep_maps:
                 maps.append(LevelMap(coarse_map, plan.filter.name, 1, scale_x * coarse_cols,
                                      scale_y * coarse_rows, window))
+        features = [(index, plan) for index, plan in enumerate(plans)
+                    if plan.filter.features != "pixels" and plan.searches(scale)]
+        if features:
+            targets = [FeatureTarget(index, _pixel_window(plan.filter),
+                                     feature_cell(plan.filter.features, plan.filter.feature_options),
+                                     plan.threshold) for index, plan in features]
+            every_pose, best_maps = search_turned_features(
+                level, targets, _feature_scorer([plan for _, plan in features]), start=start,
+                extent=extent, angle_step=options.angle_step, subpixel=options.subpixel,
+                workers=inner_workers, keep_maps=keep_maps)
+            for target, poses, best in zip(targets, every_pose, best_maps, strict=True):
+                found.append(_pose_rows(poses, target.index, scale, target.window,
+                                        (scale_y, scale_x), pixels.shape))
+                if best is not None:
+                    window = (target.window[0] * scale_y, target.window[1] * scale_x)
+                    maps.append(LevelMap(best, plans[target.index].filter.name, target.cell,
+                                         scale_x, scale_y, window))
         return found, maps
 
     results = map_in_threads(run_level, levels, workers)
@@ -515,9 +524,13 @@ def _scan_poses(
     maps = [level_map for _, level_maps in results for level_map in level_maps]
     names = [plan.filter.name for plan in plans]
     labels = table[:, 5].astype(int) if options.per_label else None
-    kept = non_max_suppression_rotated(
-        table[:, [0, 1, 2, 3, 7]], table[:, 4], iou_threshold=options.nms_iou,
-        containment_threshold=CONTAINED_FRACTION, labels=labels)
+    if np.all(table[:, 7] % 360 == 0):  # upright boxes: the upright (exact) suppression
+        kept = non_max_suppression(table[:, :4], table[:, 4], iou_threshold=options.nms_iou,
+                                   containment_threshold=CONTAINED_FRACTION, labels=labels)
+    else:
+        kept = non_max_suppression_rotated(
+            table[:, [0, 1, 2, 3, 7]], table[:, 4], iou_threshold=options.nms_iou,
+            containment_threshold=CONTAINED_FRACTION, labels=labels)
     if options.max_detections is not None:
         kept = kept[: options.max_detections]
     detections = [
@@ -526,3 +539,45 @@ def _scan_poses(
         for x, y, w, h, score, index, scale, angle in table[kept].tolist()
     ]
     return detections, maps
+
+
+def _pose_rows(poses: NDArray[np.float64], index: int, scale: float, level_window: tuple[int, int],
+               level_scale: tuple[float, float], shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """Detector rows (x, y, w, h, score, filter, scale, angle) of ``cx, cy, angle, score`` poses.
+
+    ``poses`` are in level pixels, where the filter covers ``level_window``
+    (height, width); ``level_scale`` is input pixels per level pixel (y, x).
+
+    The box is the filter's upright box at the found centre (level pixels
+    mapped to input pixels as the upright search maps a window's top-left).
+    Upright boxes are clipped to the image for rounding, as the upright
+    search clips them; a turned box is not: its upright box may stick out
+    of the image while the turned one lies inside it.
+    """
+    scale_y, scale_x = level_scale
+    height, width = level_window
+    window = (height * scale_y, width * scale_x)
+    rows = np.empty((len(poses), 8))
+    rows[:, 0] = (poses[:, 0] - (width - 1) / 2) * scale_x
+    rows[:, 1] = (poses[:, 1] - (height - 1) / 2) * scale_y
+    upright = poses[:, 2] % 360 == 0
+    rows[upright, 0] = np.clip(rows[upright, 0], 0, max(shape[1] - window[1], 0))
+    rows[upright, 1] = np.clip(rows[upright, 1], 0, max(shape[0] - window[0], 0))
+    rows[:, 2:4] = window[1], window[0]
+    rows[:, 4] = poses[:, 3]
+    rows[:, 5:7] = index, scale
+    rows[:, 7] = poses[:, 2]
+    return rows
+
+
+def _feature_scorer(plans: list[_Plan]) -> ScoreImage:
+    """Score every feature filter of ``plans`` on one image, sharing each kind's feature map."""
+    def score_image(image: NDArray[np.float32]) -> list[tuple[NDArray[np.float32] | None, int]]:
+        feature_maps = _feature_maps(image, plans)
+        scored = []
+        for plan in plans:
+            features, step = feature_maps[_feature_key(plan.filter)]
+            scored.append((_feature_scores(features, plan.filter), step))
+        return scored
+
+    return score_image

@@ -74,11 +74,14 @@ class DetectOptions:
         Search the filter turned by every angle in this range, in degrees
         counter-clockwise on screen (`patternfind.detection.rotation`);
         ``(0, 360)`` is a full turn, and ``(350, 10)`` a range through 0°.
+        Feature filters (HOG, gradients, cnn) score the image turned the
+        other way instead (`patternfind.detection.turned_features`).
         Each detection then has its ``angle``. Default None: no rotation.
     angle_step : float, optional
         Degrees between searched angles. Default: the step that moves the
         filter's outermost pixel by about one pixel (finer for larger
-        filters); the found angle is refined between steps anyway.
+        filters), or for feature filters the window's corner by about one
+        cell; the found angle is refined between steps anyway.
     polarity : {"use", "ignore"}
         For the shape score only: ``"ignore"`` also matches the part with
         its contrast inverted (dark on light vs light on dark).

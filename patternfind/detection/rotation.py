@@ -289,12 +289,24 @@ def search_poses(
     fine_step = search.angle_step or default_angle_step(height, width)
     fine_angles, full_turn = angle_grid(search.start, search.extent, fine_step)
     fine_step = float(fine_angles[1] - fine_angles[0]) if len(fine_angles) > 1 else fine_step
-    fine = _scorer(view, filter_.weights, filter_.mask, search)
+    # A turned filter's canvas is larger than the filter: near the border it leaves the
+    # image although the turned filter (its mask) does not. The image is padded so that
+    # every canvas fits, and a pose counts only if its mask lies on the image.
+    pad = _border_pad(height, width) if search.score != "shape" else 0
+    original_shape = view.shape[:2]
+    if pad:
+        view = cv2.copyMakeBorder(view, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    inside = (pad, pad, pad + original_shape[0], pad + original_shape[1]) if pad else None
+    fine = _scorer(view, filter_.weights, filter_.mask, search, inside)
     factor = _coarse_factor(height, width, search.score)
     coarse: _Scorer = fine
     if factor > 1:
+        # at the coarse level, the image's edge is known to a coarse pixel: keep what may be on it
+        coarse_inside = None if inside is None else (
+            pad // factor, pad // factor, -(-(pad + original_shape[0]) // factor),
+            -(-(pad + original_shape[1]) // factor))
         try:
-            coarse = _scorer(*_shrink(view, filter_, factor), search)
+            coarse = _scorer(*_shrink(view, filter_, factor), search, coarse_inside)
         except ValueError:  # the shrunken filter lost its edges (shape): search at full size
             factor = 1
     coarse_factor_rows = view.shape[0] / coarse.shape[0]
@@ -326,7 +338,23 @@ def search_poses(
 
     refined = map_in_threads(refine, starts, workers)
     poses = np.array([pose for pose in refined if pose is not None], np.float64).reshape(-1, 4)
+    poses[:, :2] -= pad
+    if pad:  # the map of the image itself, without the padding's positions
+        skip_rows, skip_cols = round(pad / coarse_factor_rows), round(pad / coarse_factor_cols)
+        rows_kept = max(round(original_shape[0] / coarse_factor_rows) - coarse_height + 1, 0)
+        cols_kept = max(round(original_shape[1] / coarse_factor_cols) - coarse_width + 1, 0)
+        filled = np.ascontiguousarray(filled[skip_rows : skip_rows + rows_kept,
+                                             skip_cols : skip_cols + cols_kept])
     return poses, filled, (coarse_factor_rows, coarse_factor_cols)
+
+
+def _border_pad(height: int, width: int) -> int:
+    """Pixels of padding on each side so that every turned canvas of an (height, width) filter
+    fits wherever its mask lies on the image: half the diagonal's excess over the shorter
+    side (the most a canvas, or the upright box, reaches beyond a turned filter), rounded up
+    to a multiple of 8 (the largest coarse factor), so the coarse level keeps whole pixels."""
+    excess = math.ceil((math.hypot(height, width) - min(height, width)) / 2) + 1
+    return 8 * math.ceil(excess / 8)
 
 
 def _coarse_factor(height: int, width: int, score: str) -> int:
@@ -535,17 +563,19 @@ class _Scorer:
 
 def _scorer(
     view: NDArray[np.float32], weights: NDArray[np.float32], mask: NDArray[np.bool_] | None,
-    search: PoseSearch,
+    search: PoseSearch, inside: tuple[int, int, int, int] | None = None,
 ) -> _Scorer:
     if search.score == "shape":
         return _shape_scorer(view, weights, mask, search)
-    return _pixel_scorer(view, weights, mask, search)
+    return _pixel_scorer(view, weights, mask, search, inside)
 
 
 def _pixel_scorer(
     view: NDArray[np.float32], weights: NDArray[np.float32], mask: NDArray[np.bool_] | None,
-    search: PoseSearch,
+    search: PoseSearch, inside: tuple[int, int, int, int] | None = None,
 ) -> _Scorer:
+    """Scores of a pixel filter; with ``inside`` (top, left, bottom, right: the image within a
+    padded ``view``), −inf wherever the turned filter's mask leaves that rectangle."""
     score, bias = search.score, search.filter.bias
     height, width = weights.shape[:2]
     # ncc ignores the image's mean: removing it keeps the float32 window sums accurate
@@ -569,6 +599,23 @@ def _pixel_scorer(
         scores = rotated.scores(image, bias, lazy["planes"])
         top, left = (canvas_height - height) // 2, (canvas_width - width) // 2
         result[top : top + scores.shape[0], left : left + scores.shape[1]] = scores
+        return off_image(result, rotated, 0, 0)
+
+    def off_image(result: NDArray[np.float32], rotated: _RotatedTemplate, first_row: int,
+                  first_col: int) -> NDArray[np.float32]:
+        """−inf where the mask leaves ``inside``; result[0, 0] is the upright top-left
+        (first_row, first_col)."""
+        if inside is None:
+            return result
+        canvas_height, canvas_width = rotated.mask.shape
+        # upright top-left (i, j) puts the canvas at (i − margin, j − margin)
+        top = first_row - (canvas_height - height) // 2
+        left = first_col - (canvas_width - width) // 2
+        (mask_top, mask_bottom), (mask_left, mask_right) = rotated.mask_span
+        rows = np.arange(result.shape[0]) + top
+        cols = np.arange(result.shape[1]) + left
+        result[(rows + mask_top < inside[0]) | (rows + mask_bottom >= inside[2]), :] = -np.inf
+        result[:, (cols + mask_left < inside[1]) | (cols + mask_right >= inside[3])] = -np.inf
         return result
 
     def local(angle: float, top: int, left: int, radius: int) -> NDArray[np.float32]:
@@ -592,7 +639,7 @@ def _pixel_scorer(
                 block = block - np.float32(block.mean(dtype=np.float64))
             scores = rotated.scores(np.ascontiguousarray(block), bias)
         result[r0 - row0 : r0 - row0 + scores.shape[0], c0 - col0 : c0 - col0 + scores.shape[1]] = scores
-        return result
+        return off_image(result, rotated, top - radius, left - radius)
 
     return _Scorer(view.shape[:2], (height, width), grid, local)
 
@@ -607,6 +654,8 @@ class _RotatedTemplate:
     count: float
     norm_squared: float
     score: str
+    #: the mask's first and last row, and first and last column, on the canvas
+    mask_span: tuple[tuple[int, int], tuple[int, int]]
 
     @classmethod
     def build(cls, weights: NDArray[np.float32], mask: NDArray[np.bool_] | None, angle: float,
@@ -622,7 +671,10 @@ class _RotatedTemplate:
             template -= (means[0] if template.ndim == 2 else means).astype(np.float32)
         template = np.where(inside, template, 0).astype(np.float32)
         norm_squared = float(np.square(template, dtype=np.float64).sum())
-        return cls(template, rotated_mask, mask_float, count, norm_squared, score)
+        rows, cols = np.flatnonzero(rotated_mask.any(axis=1)), np.flatnonzero(rotated_mask.any(axis=0))
+        span = ((int(rows[0]), int(rows[-1])), (int(cols[0]), int(cols[-1]))) if rows.size else (
+            (0, rotated_mask.shape[0] - 1), (0, rotated_mask.shape[1] - 1))
+        return cls(template, rotated_mask, mask_float, count, norm_squared, score, span)
 
     def window_scores(self, block: NDArray[np.float32], bias: float) -> NDArray[np.float32]:
         """The score at every canvas position of a small ``block``, exactly (float64 sums).

@@ -18,6 +18,18 @@ Sizes follow the lecture: ``W' = (W − F + 2P)/S + 1``. With an explicit paddin
 ``P`` a stride that does not fit raises ``ValueError``; ``"valid"`` and ``"same"``
 follow Keras' ``Conv2D``, where ``"valid"`` drops the rows and columns the last
 stride cannot reach.
+
+How the convolution is computed
+-------------------------------
+im2col and a matmul (OpenBLAS through numpy), in blocks that stay in cache,
+spread over two threads; each matmul is kept small enough that OpenBLAS runs it
+on the calling thread (its own threads spin-wait and collapse on a busy
+machine). The im2col is laid out window row by window row for many channels,
+and filter tap by tap (from a channels-first copy) for few channels, whichever
+copies longer runs (`_tap_major`). The input gradient is added back tap by tap
+(stride 1 across) or in rounds of ``sw`` taps, as whole rows. cv2.filter2D,
+cv2.matchTemplate and FFT paths were measured and lost on the layer shapes
+used here (benchmarks/bench_conv.py compares against torch).
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import functools
 import math
 import numbers
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -55,10 +68,12 @@ __all__ = [
 _PADDING_MODES = ("valid", "same")
 _POOL_MODES = ("max", "avg")
 _IM2COL_BLOCK_BYTES = 256 * 1024  # about an L2 cache
+_TAP_BLOCK_BYTES = 2 * 1024 * 1024  # taps take Fh·Fw copies per block: fewer, larger blocks
 # OpenBLAS (numpy's) keeps a matmul of at most 65536·4 multiply-adds on the calling thread
 _SINGLE_THREAD_MACS = 65536 * 4
 _WORKERS = min(2, os.cpu_count() or 1)
 _MIN_BLOCKS_PER_THREAD = 2
+_SCRATCH_LIMIT_BYTES = 8 * 1024 * 1024  # larger scratch arrays are not kept between calls
 
 
 # ----------------------------------------------------------------------------
@@ -276,22 +291,29 @@ def conv2d(
     (28, 28, 4)
     """
     layer = _ConvLayer.check(x, weights, stride, padding, bias=bias)
-    windows = _windows(layer.padded_input(), layer)  # (N, H', W', Fh, Fw·C) view
+    im2col = _Im2col.of(layer)
     weight_matrix = layer.weight_matrix()
-    out = np.empty((*windows.shape[:3], weight_matrix.shape[1]), dtype=weight_matrix.dtype)
-    chunk = _single_thread_rows(weight_matrix)
+    out = np.empty((*layer.output_nhw(), layer.k), dtype=weight_matrix.dtype)
+    chunk = _single_thread_rows(weight_matrix.size)
 
     def run(blocks: list[tuple[slice, slice]]) -> None:
-        buffer = np.empty(_block_capacity(windows, weight_matrix.shape[1]), dtype=out.dtype)
-        for images, rows in blocks:
-            columns = _gather(windows[images, rows], buffer)
-            target = out[images, rows].reshape(len(columns), -1)
+        buffer = im2col.buffer(ones=False)
+        product = _scratch("product", (im2col.capacity, layer.k), out.dtype)
+        for block in blocks:
+            columns = im2col.gather(block, buffer)
+            # straight into `out` when its rows are the matrix's rows
+            target = (product[: len(columns)] if im2col.tap_major
+                      else out[block].reshape(len(columns), -1))
             for first in range(0, len(columns), chunk):
                 np.matmul(columns[first:first + chunk], weight_matrix,
                           out=target[first:first + chunk])
+            if im2col.tap_major:  # the bias goes in with the copy, while the block is in cache
+                im2col.keep_output(target, block, out, layer.bias)
 
-    _in_threads(run, _blocks(windows, weight_matrix.shape[1]))
-    if layer.bias is not None:
+    _in_threads(run, im2col.blocks)
+    if layer.bias is not None and not im2col.tap_major:
+        # a separate sum, not a row of the matmul against the ones: there its rounding would
+        # vary with the weights, which the finite-difference checks of the gradients pick up
         out += layer.bias
     return layer.shape_output(out)
 
@@ -346,46 +368,37 @@ def _conv_backward(
     """`conv2d_backward`; ``input_gradient=False`` skips ``grad_x`` (a network's first layer)."""
     layer = _ConvLayer.check(x, weights, stride, padding)
     grad = layer.check_grad_output(grad_output).reshape((*layer.output_nhw(), -1))
-    padded = layer.padded_input()
-    windows = _windows(padded, layer)
-    weight_matrix = layer.weight_matrix()
-    grad_padded = np.zeros(padded.shape, dtype=padded.dtype) if input_gradient else None
-    chunk = _single_thread_rows(weight_matrix)
+    im2col = _Im2col.of(layer)
+    scatter: _TapGradients | _WindowGradients | None = None
+    if input_gradient:
+        scatter = (_TapGradients(layer, im2col) if im2col.tap_major
+                   else _WindowGradients(layer, im2col.capacity))
+    chunk = _single_thread_rows((im2col.row_length + 1) * layer.k)  # the ones column too
 
     def run(blocks: list[tuple[slice, slice]]) -> NDArray[np.floating]:
-        buffer = np.empty(_block_capacity(windows, weight_matrix.shape[1]), dtype=grad.dtype)
-        grad_w = np.zeros(weight_matrix.shape, dtype=grad.dtype)
-        # this thread's images, whole (`_in_threads` splits at image boundaries): their
-        # window gradients are scattered back in one col2im, not one per small block
-        first_image, last_image = blocks[0][0].start, blocks[-1][0].stop
-        count = min(last_image, len(grad)) - first_image
-        for images, rows in blocks:
-            block_grad = grad[images, rows].reshape(-1, weight_matrix.shape[1])
-            columns = _gather(windows[images, rows], buffer)
+        buffer, wide_buffer = im2col.buffer(ones=True), im2col.grad_buffer()
+        planes = scatter.buffer() if scatter is not None else None
+        # weight gradients and, in the last row (the columns' ones), the bias gradient
+        grad_wb = np.zeros((im2col.row_length + 1, layer.k), dtype=grad.dtype)
+        for block in blocks:
+            columns = im2col.gather(block, buffer)
+            wide_grad = im2col.widen(grad[block], wide_buffer)
             for first in range(0, len(columns), chunk):
-                grad_w += (block_grad[first:first + chunk].T @ columns[first:first + chunk]).T
-        if grad_padded is not None:
-            # window gradients tap-major, (Fh·Fw·C, windows): each tap and channel is then
-            # one contiguous plane to add back, with no gather
-            thread_grad = grad[first_image:first_image + count].reshape(-1, weight_matrix.shape[1])
-            tap_planes = np.empty((weight_matrix.shape[0], len(thread_grad)), dtype=grad.dtype)
-            for first in range(0, len(thread_grad), chunk):
-                tap_planes[:, first:first + chunk] = (
-                    weight_matrix @ thread_grad[first:first + chunk].T)
-            _col2im(tap_planes, grad_padded[first_image:first_image + count], layer)
-        return grad_w
+                grad_wb += columns[first:first + chunk].T @ wide_grad[first:first + chunk]
+            if scatter is not None:
+                assert planes is not None
+                scatter.add(wide_grad if im2col.tap_major else grad[block].reshape(-1, layer.k),
+                            block, planes)
+        return grad_wb
 
-    # row blocks of one image scatter-add onto overlapping input rows: keep an image in one thread
-    partial_sums = _in_threads(run, _blocks(windows, weight_matrix.shape[1]), whole_images=True)
-    grad_weights = np.sum(partial_sums, axis=0).reshape(layer.weights_shape)
-    grad_bias = grad.reshape(-1, weight_matrix.shape[1]).sum(axis=0)
-    grad_bias = grad_bias if layer.has_k else grad_bias.reshape(())
-    if grad_padded is None:
+    # row blocks of one image add onto overlapping input rows: keep an image in one thread
+    partial_sums = _in_threads(run, im2col.blocks, whole_images=True)
+    grad_wb = np.sum(partial_sums, axis=0)  # in the halves' order: the same from run to run
+    grad_weights = grad_wb[:-1].reshape(layer.weights_shape)
+    grad_bias = grad_wb[-1] if layer.has_k else grad_wb[-1].reshape(())
+    if scatter is None:
         return None, grad_weights, grad_bias
-    (top, bottom), (left, right) = layer.pads
-    height, width = padded.shape[1:3]
-    grad_x = grad_padded[:, top : height - bottom, left : width - right, :]
-    return np.ascontiguousarray(grad_x).reshape(layer.x_shape), grad_weights, grad_bias
+    return scatter.input_gradient().reshape(layer.x_shape), grad_weights, grad_bias
 
 
 @dataclass(frozen=True)
@@ -461,9 +474,16 @@ class _ConvLayer:
         if top == bottom == left == right == 0:
             return self.x
         n, height, width, channels = self.x.shape
-        padded = np.zeros((n, top + height + bottom, left + width + right, channels), self.x.dtype)
+        padded = _scratch("padded", (n, top + height + bottom, left + width + right, channels),
+                          self.x.dtype)
+        padded.fill(0)  # only the borders need it, but one pass is simpler and as quick
         padded[:, top : top + height, left : left + width] = self.x
         return padded
+
+    @property
+    def k(self) -> int:
+        """Number of filters."""
+        return int(self.weights.shape[3])
 
     def output_nhw(self) -> tuple[int, int, int]:
         return (self.x.shape[0], *self.out_hw)
@@ -551,55 +571,319 @@ def _windows(padded: NDArray[np.floating], layer: _ConvLayer) -> NDArray[np.floa
     )
 
 
-def _blocks(windows: NDArray[np.floating], k: int) -> list[tuple[slice, slice]]:
-    """Split the output into blocks of ``(images, rows)`` that each fit `_block_capacity`.
+def _tap_major(layer: _ConvLayer) -> bool:
+    """Whether to build im2col one filter tap at a time rather than one window row at a time.
+
+    Row by row, im2col copies runs of Fw·C floats (a window row) and the matmul
+    covers exactly the output. Tap by tap, from a channels-first copy of the
+    input, it copies runs of whole padded rows, but the matmul also covers the
+    ``Wp − W'`` windows past each row's end, and the output must be cut out of
+    it. Taps win when the windows are narrow next to the rows, as in a grey or
+    RGB first layer (measured with benchmarks/bench_conv.py); a column stride
+    breaks the runs up.
+    """
+    fw, channels = layer.weights.shape[1:3]
+    return layer.strides[1] == 1 and fw * channels < layer.out_hw[1]
+
+
+@dataclass(frozen=True)
+class _Im2col:
+    """The im2col of one conv2d call, built block by block (private).
+
+    ``gather`` returns a block's ``(rows, Fh·Fw·C)`` matrix, one row per
+    window, plus a last column of ones in the backward pass: its product with
+    the output gradient gives the bias gradient beside the weight gradient.
+
+    - Row-major blocks copy window rows of the channels-last input (``source``
+      is `_windows`): one matrix row per output pixel.
+    - Tap-major blocks hold the transposed matrix. Each tap and channel is one
+      plane copied from a channels-first copy of the input (``source``, flat
+      per channel, with spare zeros at the end). The planes span the
+      padded input's full width ``Wp``, so that a tap's rows follow each other
+      in memory and a whole image is one copy; the ``Wp − W'`` windows past the
+      right edge of each row are computed and dropped (`keep_output`), or get a
+      zero gradient (`widen`).
+    """
+
+    layer: _ConvLayer
+    source: NDArray[np.floating]
+    tap_major: bool
+    blocks: list[tuple[slice, slice]]
+    row_width: int  # matrix rows per output row: W', or Wp when tap-major
+    padded_hw: tuple[int, int]
+    row_length: int  # Fh·Fw·C: the values under one window
+    capacity: int  # matrix rows of the largest block
+
+    @classmethod
+    def of(cls, layer: _ConvLayer) -> _Im2col:
+        padded = layer.padded_input()
+        windows = _windows(padded, layer)
+        tap_major = _tap_major(layer)
+        # tap-major blocks take Fh·Fw copies each: larger blocks keep the calls few
+        blocks = _blocks(windows, budget=_TAP_BLOCK_BYTES if tap_major else _IM2COL_BLOCK_BYTES)
+        n, height, width, channels = padded.shape
+        row_length = math.prod(layer.weights.shape[:3])
+        row_width = width if tap_major else layer.out_hw[1]
+        capacity = row_width * max((images.stop - images.start) * (rows.stop - rows.start)
+                                   for images, rows in blocks)
+        if not tap_major:
+            return cls(layer, windows, False, blocks, row_width, (height, width), row_length,
+                       capacity)
+        # each image's planes are read up to sh - 1 rows and Fw - 1 values past its end
+        spare = (layer.strides[0] - 1) * width + layer.weights.shape[1] - 1
+        flat = _scratch("channels first", (channels, n * height * width + spare), padded.dtype)
+        flat[:, n * height * width :] = 0
+        flat[:, : n * height * width].reshape(channels, n, height, width)[...] = (
+            np.moveaxis(padded, 3, 0))
+        source = as_strided(flat, shape=(channels, n, height * width + spare),
+                            strides=(flat.strides[0], height * width * flat.itemsize,
+                                     flat.itemsize), writeable=False)
+        return cls(layer, source, True, blocks, row_width, (height, width), row_length, capacity)
+
+    def _count(self, block: tuple[slice, slice]) -> int:
+        images, rows = block
+        return (images.stop - images.start) * (rows.stop - rows.start) * self.row_width
+
+    def buffer(self, *, ones: bool) -> NDArray[np.floating]:
+        """A thread's scratch for `gather`; with ``ones``, its column (or row) of ones is set."""
+        shape = (self.row_length + int(ones), self.capacity)
+        buffer = _scratch("im2col", shape if self.tap_major else shape[::-1], self.source.dtype)
+        if ones and self.tap_major:
+            buffer[-1] = 1
+        elif ones:
+            buffer[:, -1] = 1
+        return buffer
+
+    def gather(self, block: tuple[slice, slice], buffer: NDArray[np.floating]
+               ) -> NDArray[np.floating]:
+        """im2col of the windows of ``block`` = (images, output rows), and the buffer's ones."""
+        count, length = self._count(block), self.row_length
+        if not self.tap_major:
+            part = self.source[block]
+            np.copyto(buffer[:count, :length].reshape(part.shape), part)
+            return buffer[:count]
+        images, rows = block
+        fh, fw, channels = self.layer.weights.shape[:3]
+        sh = self.layer.strides[0]
+        width = self.padded_hw[1]
+        count_rows = rows.stop - rows.start
+        planes = buffer[:length, :count].reshape(fh, fw, channels, -1, count_rows, width)
+        # every tap's whole padded rows at once: tap (i, j) starts i rows and j values
+        # further on (its last row runs j values into the next), so the taps overlap
+        first_row = self.source[:, images, rows.start * sh * width :]
+        item = first_row.itemsize
+        taps = as_strided(first_row, shape=planes.shape,
+                          strides=(width * item, item, *first_row.strides[:2], sh * width * item,
+                                   item), writeable=False)
+        np.copyto(planes, taps)
+        return buffer[:, :count].T
+
+    def keep_output(self, product: NDArray[np.floating], block: tuple[slice, slice],
+                    out: NDArray[np.floating], bias: NDArray[np.floating] | None) -> None:
+        """Copy a tap-major ``(rows, K)`` product of `gather` for ``block`` to ``out``.
+
+        Without the windows past each row's end, and plus the bias if any.
+        """
+        target = out[block]
+        row = target.shape[2] * target.shape[3]  # W'·K values per output row
+        target = target.reshape(-1, row)
+        kept = product.reshape(len(target), -1)[:, :row]
+        if bias is None:
+            np.copyto(target, kept)
+        else:
+            # one bias per output row, not per pixel: numpy then adds whole rows at a time
+            bias_row = np.tile(bias, row // len(bias)) if bias.ndim else bias
+            np.add(kept, bias_row, out=target)
+
+    def widen(self, block_grad: NDArray[np.floating], buffer: NDArray[np.floating]
+              ) -> NDArray[np.floating]:
+        """The output gradient of a block as ``(rows, K)`` matching `gather`'s rows.
+
+        Zero for the windows past each row's end.
+        """
+        if not self.tap_major:
+            return block_grad.reshape(-1, block_grad.shape[-1])
+        images, rows, out_w, k = block_grad.shape
+        wide = buffer[: images * rows * self.row_width]
+        by_row = wide.reshape(images, rows, self.row_width, k)
+        np.copyto(by_row[:, :, :out_w], block_grad)
+        by_row[:, :, out_w:] = 0  # the windows past each row's end
+        return wide
+
+    def grad_buffer(self) -> NDArray[np.floating]:
+        """A thread's scratch for `widen`."""
+        return _scratch("wide gradient", (self.capacity if self.tap_major else 0, self.layer.k),
+                        self.source.dtype)
+
+
+class _WindowGradients:
+    """Adds the gradient of every window back onto the padded input (im2col's adjoint).
+
+    Each filter row is taken in rounds of ``sw`` neighbouring taps (one tap at
+    stride 1). A round's taps land on ``sw`` neighbouring input columns per
+    window, which the next window's round continues without overlap, so the
+    round's window gradients ``grad_output @ weights[i, round]ᵀ``, computed as
+    one ``(windows, sw·C)`` plane, are added to whole input rows at once.
+    """
+
+    def __init__(self, layer: _ConvLayer, capacity: int) -> None:
+        fh, fw, channels, k = layer.weights.shape
+        sw = layer.strides[1]
+        self.layer = layer
+        self.capacity = capacity
+        self.rounds = -(-fw // sw)
+        # the last round is filled up with zero taps, which reach past the padded input
+        round_weights = np.zeros((fh, self.rounds * sw, channels, k), dtype=layer.x.dtype)
+        round_weights[:, :fw] = layer.weights
+        round_weights = round_weights.reshape(fh * self.rounds, sw * channels, k)
+        self.width = sw * channels  # a round's values per window
+        if self.width == 1:  # one (rounds, K) @ (K, windows) matmul, not many matrix-vector ones
+            self.round_weights = round_weights[:, 0, :]
+        else:
+            self.round_weights = np.ascontiguousarray(round_weights.transpose(0, 2, 1))
+        (top, bottom), (left, right) = layer.pads
+        n, height, width = layer.x.shape[:3]
+        self.grad_padded = _scratch(
+            "input gradient",
+            (n, top + height + bottom, left + width + right + self.rounds * sw - fw, channels),
+            layer.x.dtype)
+        self.grad_padded.fill(0)
+        # each matmul is (rows, K) @ (K, sw·C), or all rounds at once when sw·C = 1
+        self.chunk = _single_thread_rows(self.round_weights.size if self.width == 1
+                                         else k * self.width)
+
+    def buffer(self) -> NDArray[np.floating]:
+        shape = (self.layer.weights.shape[0] * self.rounds, self.capacity, self.width)
+        return _scratch("window gradients", shape, self.layer.x.dtype)
+
+    def add(self, block_grad: NDArray[np.floating], block: tuple[slice, slice],
+            buffer: NDArray[np.floating]) -> None:
+        """Add the input gradient of the windows of ``block``; ``block_grad`` is (windows, K)."""
+        count = len(block_grad)
+        planes = buffer[:, :count]
+        for first in range(0, count, self.chunk):
+            part = slice(first, first + self.chunk)
+            if self.width == 1:
+                np.matmul(self.round_weights, block_grad[part].T, out=planes[:, part, 0])
+            else:
+                np.matmul(block_grad[part], self.round_weights, out=planes[:, part])
+        images, rows = block
+        (sh, sw), out_w = self.layer.strides, self.layer.out_hw[1]
+        channels = self.layer.weights.shape[2]
+        planes = planes.reshape(-1, self.rounds, count // out_w, out_w * sw, channels)
+        for i in range(planes.shape[0]):  # a loop over filter rows and rounds, never over pixels
+            top = rows.start * sh + i
+            for r in range(self.rounds):
+                target = self.grad_padded[images, top : top + (rows.stop - rows.start) * sh : sh,
+                                          r * sw : r * sw + out_w * sw]
+                target += planes[i, r].reshape(target.shape)
+
+    def input_gradient(self) -> NDArray[np.floating]:
+        """The gradient with respect to the unpadded input, ``(N, H, W, C)``."""
+        (top, bottom), (left, right) = self.layer.pads
+        height, width = self.grad_padded.shape[1:3]
+        right += width - (left + self.layer.x.shape[2] + right)  # and the zero taps' spare columns
+        # a copy even when the crop is contiguous: `grad_padded` is scratch
+        return self.grad_padded[:, top : height - bottom, left : width - right, :].copy()
+
+
+class _TapGradients:
+    """Adds the gradient of every window back onto the padded input, tap by tap.
+
+    The adjoint of the tap-major `_Im2col`: one matmul ``weights @
+    grad_outputᵀ``, over its rows of whole padded width, gives for each tap
+    and channel a plane of window gradients laid out like the padded rows it
+    lands on in a channels-first copy of the input, so each tap is one add of
+    long runs. The windows past the right edge have a zero gradient, and each
+    image has spare room after its rows for the runs that go past its end.
+    """
+
+    def __init__(self, layer: _ConvLayer, im2col: _Im2col) -> None:
+        self.layer = layer
+        self.capacity = im2col.capacity
+        self.weight_matrix = layer.weight_matrix()  # (Fh·Fw·C, K)
+        height, width = im2col.padded_hw
+        self.padded_hw = (height, width)
+        n, channels = layer.x.shape[0], layer.x.shape[3]
+        self.grad_padded = _scratch("input gradient", (channels, n, im2col.source.shape[2]),
+                                    layer.x.dtype)
+        self.grad_padded.fill(0)
+        self.chunk = _single_thread_rows(self.weight_matrix.size)
+
+    def buffer(self) -> NDArray[np.floating]:
+        return _scratch("window gradients", (len(self.weight_matrix), self.capacity),
+                        self.layer.x.dtype)
+
+    def add(self, wide_grad: NDArray[np.floating], block: tuple[slice, slice],
+            buffer: NDArray[np.floating]) -> None:
+        """Add the input gradient of ``block``; ``wide_grad`` is `_Im2col.widen`'s (rows, K)."""
+        count = len(wide_grad)
+        planes = buffer[:, :count]
+        for first in range(0, count, self.chunk):
+            part = slice(first, first + self.chunk)
+            np.matmul(self.weight_matrix, wide_grad[part].T, out=planes[:, part])
+        images, rows = block
+        fh, fw, channels = self.layer.weights.shape[:3]
+        sh, width = self.layer.strides[0], self.padded_hw[1]
+        count_rows = rows.stop - rows.start
+        planes = planes.reshape(fh, fw, channels, -1, count_rows, width)
+        for i in range(fh):  # a loop over filter taps, never over pixels
+            for j in range(fw):
+                start = (rows.start * sh + i) * width + j
+                target = self.grad_padded[:, images, start : start + count_rows * sh * width]
+                target = target.reshape(*target.shape[:2], count_rows, sh * width)[..., :width]
+                target += planes[i, j]
+
+    def input_gradient(self) -> NDArray[np.floating]:
+        """The gradient with respect to the unpadded input, ``(N, H, W, C)``."""
+        (top, bottom), (left, right) = self.layer.pads
+        height, width = self.padded_hw
+        channels, n = self.grad_padded.shape[:2]
+        grad = self.grad_padded[:, :, : height * width].reshape(channels, n, height, width)
+        # a copy even when the crop is contiguous: `grad_padded` is scratch
+        return np.moveaxis(grad[:, :, top : height - bottom, left : width - right], 0, 3).copy()
+
+
+def _blocks(windows: NDArray[np.floating], k: int = 0, *, budget: int = _IM2COL_BLOCK_BYTES
+            ) -> list[tuple[slice, slice]]:
+    """Split the output into blocks of ``(images, rows)`` whose im2col fits in ``budget`` bytes.
 
     Several small images go to one block (a training batch is not a Python loop
-    over images); a large image is split into blocks of rows.
+    over images); a large image is split into blocks of rows. ``k`` is unused
+    (the matmuls are cut to size separately, see `_single_thread_rows`).
     """
-    n, out_h = windows.shape[:2]
-    rows_per_block = _block_rows(windows, k)
+    n, out_h, out_w = windows.shape[:3]
+    row_length = windows.shape[3] * windows.shape[4] + 1  # Fh·Fw·C and the ones
+    rows_per_block = max(1, budget // (out_w * row_length * windows.itemsize))
+    if _WORKERS > 1:  # enough blocks to share between the threads
+        rows_per_block = min(rows_per_block, -(-n * out_h // (_WORKERS * _MIN_BLOCKS_PER_THREAD)))
     if rows_per_block >= out_h:
-        per_block = max(1, rows_per_block // out_h)
-        return [(slice(first, first + per_block), slice(0, out_h)) for first in range(0, n, per_block)]
-    return [(slice(image, image + 1), slice(top, top + rows_per_block))
+        per_block = _even_split(n, max(1, rows_per_block // out_h))
+        return [(slice(first, min(first + per_block, n)), slice(0, out_h))
+                for first in range(0, n, per_block)]
+    rows_per_block = _even_split(out_h, rows_per_block)
+    return [(slice(image, image + 1), slice(top, min(top + rows_per_block, out_h)))
             for image in range(n) for top in range(0, out_h, rows_per_block)]
 
 
-def _block_rows(windows: NDArray[np.floating], k: int) -> int:
-    """Output rows per block: the block's im2col stays in cache, and its matmul stays small.
+def _even_split(total: int, at_most: int) -> int:
+    """The part size that splits ``total`` into as few near-equal parts of ``≤ at_most``.
+
+    30 rows at most 28 at a time are two blocks of 15, not 28 and a slow block of 2.
+    """
+    parts = -(-total // at_most)
+    return -(-total // parts)
+
+
+def _single_thread_rows(macs_per_row: int) -> int:
+    """Matrix rows per matmul that OpenBLAS keeps on the calling thread.
 
     OpenBLAS runs a matmul of fewer than ``_SINGLE_THREAD_MACS`` multiply-adds on
     the calling thread. Larger ones use its own threads, which spin-wait on
     each other: on a busy machine that made the layers' matmuls 5-25× slower.
     The blocks are spread over our threads instead (`_in_threads`).
     """
-    out_w = windows.shape[2]
-    row_length = windows.shape[3] * windows.shape[4]  # Fh·Fw·C
-    by_cache = _IM2COL_BLOCK_BYTES // (out_w * row_length * windows.itemsize)
-    by_macs = _SINGLE_THREAD_MACS // (out_w * row_length * k)  # whole matmuls when possible
-    return max(1, min(by_cache, max(by_macs, 1)))
-
-
-def _single_thread_rows(weight_matrix: NDArray[np.floating]) -> int:
-    """im2col rows per matmul that OpenBLAS keeps on the calling thread (see `_block_rows`)."""
-    return max(1, _SINGLE_THREAD_MACS // weight_matrix.size)
-
-
-def _block_capacity(windows: NDArray[np.floating], k: int) -> tuple[int, int]:
-    """Shape of a thread's im2col buffer: the largest block of `_blocks`, as rows."""
-    n, out_h, out_w = windows.shape[:3]
-    rows = _block_rows(windows, k)
-    rows = (rows // out_h) * out_h if rows >= out_h else rows
-    return min(rows, n * out_h) * out_w, windows.shape[3] * windows.shape[4]
-
-
-def _gather(block: NDArray[np.floating], buffer: NDArray[np.floating]) -> NDArray[np.floating]:
-    """im2col of one block of the windows view into ``buffer``: ``(windows, Fh·Fw·C)``."""
-    count = math.prod(block.shape[:3])
-    columns = buffer[:count]
-    np.copyto(columns.reshape(block.shape), block)
-    return columns
+    return max(1, _SINGLE_THREAD_MACS // macs_per_row)
 
 
 def _in_threads(run: Any, blocks: list[tuple[slice, slice]], *, whole_images: bool = False
@@ -630,24 +914,29 @@ def _executor() -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_executor.cache_clear)
 
 
-def _col2im(
-    tap_planes: NDArray[np.floating], grad: NDArray[np.floating], layer: _ConvLayer
-) -> None:
-    """Scatter-add window gradients onto the padded input ``grad`` (im2col's adjoint).
+_scratch_arrays = threading.local()
 
-    ``tap_planes`` is ``(Fh·Fw·C, n·H'·W')``: row ``(i, j, c)`` holds, for every
-    window, the gradient of its tap ``(i, j)`` in channel ``c``.
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: Any) -> NDArray[Any]:
+    """An uninitialised array for use within one call, kept by this thread for the next.
+
+    Freshly allocated memory costs a page fault per page on first touch, and
+    glibc hands large blocks back to the system when they are freed: on a
+    busy machine that made a training step's scratch arrays cost about as
+    much as its arithmetic. Arrays over ``_SCRATCH_LIMIT_BYTES`` are not kept,
+    so a thread holds at most that much per name (a few names, see the
+    callers). Callers use each ``name`` for one array at a time and never
+    return it.
     """
-    fh, fw = layer.weights.shape[:2]
-    sh, sw = layer.strides
-    out_h, out_w = layer.out_hw
-    count, channels = grad.shape[0], grad.shape[3]
-    planes = tap_planes.reshape(fh, fw, channels, count, out_h, out_w)
-    for i in range(fh):  # a loop over filter taps, never over pixels
-        for j in range(fw):
-            target = grad[:, i : i + (out_h - 1) * sh + 1 : sh, j : j + (out_w - 1) * sw + 1 : sw]
-            for c in range(channels):
-                target[..., c] += planes[i, j, c]
+    dtype = np.dtype(dtype)
+    size = math.prod(shape)
+    if size * dtype.itemsize > _SCRATCH_LIMIT_BYTES:
+        return np.empty(shape, dtype)
+    kept, key = _scratch_arrays.__dict__, f"{name} {dtype.str}"
+    flat = kept.get(key)
+    if flat is None or flat.size < size:
+        flat = kept[key] = np.empty(size, dtype)
+    return flat[:size].reshape(shape)
 
 
 # ----------------------------------------------------------------------------
@@ -745,6 +1034,8 @@ def pool2d_backward(
     """
     layer = _PoolLayer.check(x, size, stride, mode)
     grad = _grad_output(grad_output, layer.x.dtype, layer.output_shape()).reshape(layer.out_nhwc())
+    if layer.mode == "max" and layer.strides == layer.size:  # see `_tiled_max_backward`
+        return _tiled_max_backward(grad, layer).reshape(layer.x_shape)
     grad_x = np.zeros_like(layer.x)
     taps = list(np.ndindex(*layer.size))
     if layer.mode == "avg":
@@ -769,6 +1060,36 @@ def pool2d_backward(
         else:
             target += np.where(wins, grad, 0)
     return grad_x.reshape(layer.x_shape)
+
+
+def _tiled_max_backward(grad: NDArray[np.floating], layer: _PoolLayer) -> NDArray[np.floating]:
+    """`pool2d_backward` of a max pool whose stride equals its size: ``(N, H, W, C)``.
+
+    The windows tile the input (the stride fits, so they cover it exactly).
+    Each tap's values across all windows are copied into one contiguous slab,
+    so the comparisons run over whole arrays instead of C values at a time,
+    and the slabs of gradients go back in one copy.
+    """
+    n, channels = layer.x.shape[0], layer.x.shape[3]
+    (fh, fw), (out_h, out_w) = layer.size, layer.out_hw
+    tiles = (n, out_h, fh, out_w, fw, channels)
+    slabs = _scratch("slabs", (fh, fw, n, out_h, out_w, channels), layer.x.dtype)
+    np.copyto(slabs, layer.x.reshape(tiles).transpose(2, 4, 0, 1, 3, 5))
+    slabs = slabs.reshape(fh * fw, n, out_h, out_w, channels)
+    best = slabs.max(axis=0)
+    # the first tap (row-major) holding its window's maximum takes the gradient
+    unclaimed = np.ones(best.shape, dtype=bool)
+    wins = np.empty(best.shape, dtype=bool)
+    grad_slabs = _scratch("gradient slabs", slabs.shape, slabs.dtype)
+    for tap, grad_slab in zip(slabs, grad_slabs, strict=True):
+        np.equal(tap, best, out=wins)
+        wins &= unclaimed
+        unclaimed ^= wins  # wins ⊆ unclaimed
+        np.multiply(grad, wins, out=grad_slab)
+    grad_x = np.empty_like(layer.x)
+    grad_x.reshape(tiles).transpose(2, 4, 0, 1, 3, 5)[...] = grad_slabs.reshape(
+        fh, fw, n, out_h, out_w, channels)
+    return grad_x
 
 
 @dataclass(frozen=True)
