@@ -278,9 +278,9 @@ def train_detector(
     # to its optimum by L-BFGS like the cross-validation fits (a linear logistic filter).
     mining_settings = fit_settings
     if fit_settings.l2 == "auto":
-        exact = trained is None and fit_settings.loss == "logistic"
-        mining_settings = dataclasses.replace(
-            fit_settings, l2=_MINING_L2, **({"optimizer": "lbfgs", "val_fraction": 0} if exact else {}))
+        mining_settings = dataclasses.replace(fit_settings, l2=_MINING_L2)
+        if trained is None and fit_settings.loss == "logistic":
+            mining_settings = dataclasses.replace(mining_settings, optimizer="lbfgs", val_fraction=0)
     rounds = []
     fit = fit_samples(X, y, groups, mining_settings)
     keys = list(pixels)
