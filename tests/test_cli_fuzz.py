@@ -144,6 +144,26 @@ def _checksums(corpus: Path) -> dict[str, str]:
     return {name: hashlib.sha256((corpus / name).read_bytes()).hexdigest() for name in INPUTS}
 
 
+OUTPUT_FLAGS = ("-o", "--report", "--draw", "--heatmap")
+#: Corpus files that are one file under two names, and the images each annotation file names.
+ALIASES = {"link.png": "colour.png", "hard.png": "grey.png"}
+ANNOTATED = {"labels.json": ("colour.png", "grey.png"), "labels.csv": ("grey.png",)}
+
+
+def _with_aliases(names: set[str]) -> set[str]:
+    return names | {ALIASES.get(n, n) for n in names} | {a for a, t in ALIASES.items() if t in names}
+
+
+def _inputs_and_outputs(argv: list[str], corpus: Path) -> tuple[set[str], set[str]]:
+    """Corpus files the command reads, and corpus files it was told to write."""
+    outputs = {argv[i + 1] for i in range(len(argv) - 1) if argv[i] in OUTPUT_FLAGS}
+    named = {Path(word).name for word in argv
+             if word not in outputs and Path(word).parent == corpus}
+    named |= {image for label, images in ANNOTATED.items() if label in named for image in images}
+    written = {Path(word).name for word in outputs if Path(word).parent == corpus}
+    return _with_aliases(named), _with_aliases(written)
+
+
 def test_cli_fuzz_never_crashes_and_never_touches_an_input(corpus, capsys, tmp_path, monkeypatch):
     # Relative outputs ("." or "") land in a scratch folder, never in the repository.
     monkeypatch.chdir(tmp_path)
@@ -162,8 +182,14 @@ def test_cli_fuzz_never_crashes_and_never_touches_an_input(corpus, capsys, tmp_p
         # last-resort handler's "unexpected error" is a bug
         if status == 1 and "unexpected error" in captured.err:
             unexpected.append((argv, captured.err))
-        assert _checksums(corpus) == before, argv
+        changed = {name for name, digest in _checksums(corpus).items() if digest != before[name]}
+        inputs, outputs = _inputs_and_outputs(argv, corpus)
+        assert not changed & inputs, (argv, changed)  # an input is never written over
+        assert changed <= outputs, (argv, changed)  # nothing but the named outputs is written
+        for name in changed:  # a corpus file that this command does not read is a fair output
+            (corpus / name).write_bytes(originals[name])
 
+    originals = {name: (corpus / name).read_bytes() for name in INPUTS}
     check()
     # an unexpected error ends cleanly, but each one is a bug to fix: none is expected
     assert unexpected == []

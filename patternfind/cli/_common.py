@@ -260,8 +260,9 @@ def add_detection_options(parser: argparse.ArgumentParser) -> None:
                        help="object sizes to search, as multiples of the filter size (default: "
                             "the box sizes a learned filter was trained on, widened by 1.25 "
                             "each way; else 0.5,2)")
-    group.add_argument("--scale-step", type=float, default=1.1, metavar="S",
-                       help="ratio between pyramid levels (default 1.1)")
+    group.add_argument("--scale-step", type=float, default=None, metavar="S",
+                       help="ratio between pyramid levels (default: the step a learned filter "
+                            "was trained with, else 1.1)")
     group.add_argument("--nms", type=float, default=0.3, metavar="IOU",
                        help="overlap above which the weaker box is dropped (default 0.3)")
     group.add_argument("--max", type=int, default=None, metavar="N", dest="max_detections",

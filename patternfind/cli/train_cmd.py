@@ -25,7 +25,7 @@ examples:
   patternfind train --annotations samples/faces/train.csv -o face.npz
   patternfind samples/faces/test/00.png --filter face.npz   # the features travel inside the filter
   patternfind train --annotations samples/faces/train.csv --window 48x48 \\
-      --features hog --mine-rounds 1 -o face_quick.npz
+      --features hog --mine-rounds 0 -o face_quick.npz
   patternfind train --pos pos/ --neg neg/ --window 24x24 -o part.npz
       (pos/ and neg/ stand for your own folders of object and background crops)
   patternfind train --pos pos/ --neg neg/ --window 24x24 --features cnn \\
@@ -82,23 +82,26 @@ def build_parser() -> Parser:
     parser.add_argument("--bins", type=int, default=None, help="HOG orientation bins (default 9)")
     parser.add_argument("--hog-variant", choices=("felzenszwalb", "dalal-triggs"), default=None,
                         help="HOG layout (default felzenszwalb for annotations, else dalal-triggs)")
-    parser.add_argument("--mine-rounds", type=int, default=2, metavar="N",
-                        help="rounds of hard-negative mining (annotations only; default 2)")
+    parser.add_argument("--mine-rounds", type=int, default=None, metavar="N",
+                        help="rounds of hard-negative mining (annotations only; default 1, "
+                             "2 for --features cnn)")
     parser.add_argument("--no-flip", action="store_true",
                         help="do not add left-right mirrored positives (annotations only)")
     parser.add_argument("--jitter", type=int, default=0, metavar="N",
                         help="extra shifted and scaled copies of every box (annotations only; "
                              "default 0)")
-    parser.add_argument("--negatives-per-image", type=int, default=20, metavar="N",
-                        help="random background windows per image (annotations only; default 20)")
-    parser.add_argument("--hard-negatives-per-image", type=int, default=20, metavar="N",
-                        help="mined windows per image and round (annotations only; default 20)")
+    parser.add_argument("--negatives-per-image", type=int, default=40, metavar="N",
+                        help="random background windows per image (annotations only; default 40)")
+    parser.add_argument("--hard-negatives-per-image", type=int, default=50, metavar="N",
+                        help="mined windows per image and round (annotations only; default 50)")
     parser.add_argument("--upsample", type=float, default=None, metavar="F",
                         help="enlarge every annotated image by F before training (e.g. 2 for "
                              "faces smaller than the window); the filter is scaled back, so "
                              "it detects on the original images")
     parser.add_argument("--loss", choices=("logistic", "hinge"), default="logistic")
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--optimizer", choices=("adam", "sgd", "lbfgs"), default="adam",
+                        help="for a given --l2 (default adam); with --l2 auto and the logistic "
+                             "loss the fits are L-BFGS's")
     parser.add_argument("--l2", type=_l2, default="auto", metavar="auto|VALUE",
                         help="L2 penalty weight, or auto: chosen by cross-validation (default)")
     parser.add_argument("--folds", type=int, default=5, metavar="K",

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from patternfind import io
 from patternfind._validation import finite_float
 from patternfind.detection.nms import non_max_suppression, non_max_suppression_rotated
-from patternfind.detection.options import DetectOptions, filter_scales
+from patternfind.detection.options import DetectOptions, filter_scale_step, filter_scales
 from patternfind.detection.parallel import map_in_threads, resolve_workers
 from patternfind.detection.peaks import find_peaks
 from patternfind.detection.pyramid import check_memory, pyramid_scales, resize_to_scale, scan_memory
@@ -56,6 +56,7 @@ class _Plan:
     score: str
     threshold: float
     scales: tuple[float, float]
+    scale_step: float
 
     def searches(self, scale: float) -> bool:
         """Whether this filter is scored at pyramid level ``scale``."""
@@ -156,9 +157,10 @@ def scan(
     options = DetectOptions.build(options, search_options)
     image = io.load_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
     plans = [_plan(f, options.threshold, options.score, polarity=options.polarity,
-                   min_contrast=options.min_contrast, scales=options.scales)
+                   min_contrast=options.min_contrast, scales=options.scales,
+                   scale_step=options.scale_step)
              for f in load_filters(filters)]
-    levels = _levels(plans, options.scale_step)
+    levels = _levels(plans)
     workers = resolve_workers(options.workers)
     _check_memory(image.shape, levels, len(plans), min(workers, len(levels)), keep_maps)
     pixels = prepare_image(image)
@@ -228,18 +230,19 @@ def operating_point(
     return plan.score, plan.threshold
 
 
-def _levels(plans: list[_Plan], scale_step: float) -> list[float]:
-    """Every scale some filter searches, increasing (whole powers of the step are shared)."""
+def _levels(plans: list[_Plan]) -> list[float]:
+    """Every scale some filter searches, increasing (whole powers of a step are shared)."""
     found: dict[float, float] = {}
     for plan in plans:
-        for scale in pyramid_scales(plan.scales, scale_step=scale_step):
+        for scale in pyramid_scales(plan.scales, scale_step=plan.scale_step):
             found.setdefault(round(scale, 9), scale)
     return sorted(found.values())
 
 
 def _plan(filter_: Filter, threshold: float | None, score: str | None, *,
           polarity: str = "use", min_contrast: float = DEFAULT_MIN_CONTRAST,
-          scales: tuple[float, float] | None = None) -> _Plan:
+          scales: tuple[float, float] | None = None,
+          scale_step: float | None = None) -> _Plan:
     """Resolve the score kind, threshold and scales for one filter, or raise."""
     if filter_.features == "cnn":
         Network.from_filter(filter_)  # layers that do not chain fail here, before any image
@@ -279,7 +282,8 @@ def _plan(filter_: Filter, threshold: float | None, score: str | None, *,
     if kind in ("ncc", "cosine", "shape") and not -1 <= threshold <= 1:
         msg = f"`threshold` for the {kind!r} score must be in [-1, 1], got {threshold!r}"
         raise ValueError(msg)
-    return _Plan(filter_, kind, threshold, filter_scales(filter_, scales))
+    return _Plan(filter_, kind, threshold, filter_scales(filter_, scales),
+                 filter_scale_step(filter_, scale_step))
 
 
 def _is_flat(filter_: Filter) -> bool:

@@ -18,12 +18,15 @@ from patternfind.detection.pyramid import pyramid_scales
 from patternfind.detection.rotation import angle_range, check_angle_step
 from patternfind.detection.shape import DEFAULT_MIN_CONTRAST, POLARITIES
 
-__all__ = ["DEFAULT_SCALES", "SCALE_MARGIN", "DetectOptions", "filter_scales"]
+__all__ = ["DEFAULT_SCALES", "DEFAULT_SCALE_STEP", "SCALE_MARGIN", "DetectOptions",
+           "filter_scale_step", "filter_scales"]
 
 #: Scales searched for a filter that does not know its own (hand-made, or saved before 0.2).
 DEFAULT_SCALES = (0.5, 2.0)
 #: A learned filter searches its trained box scales widened by this factor each way.
 SCALE_MARGIN = 1.25
+#: Pyramid step for a filter that does not record its own (``meta["scale_step"]``).
+DEFAULT_SCALE_STEP = 1.1
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,10 @@ class DetectOptions:
         trained for (``meta["search_scales"]``, set by `train_detector`: its
         box sizes widened by `SCALE_MARGIN` each way), else `DEFAULT_SCALES`
         (0.5 to 2); see `filter_scales`.
-    scale_step : float
-        Ratio between pyramid levels (> 1).
+    scale_step : float, optional
+        Ratio between pyramid levels (> 1). Default: per filter, the step it
+        was trained with (``meta["scale_step"]``, set by `train_detector`),
+        else `DEFAULT_SCALE_STEP` (1.1); see `filter_scale_step`.
     nms_iou : float
         A box overlapping a better one by more than this IoU is dropped, and
         so is a box lying mostly (`CONTAINED_FRACTION`) inside a better one.
@@ -88,7 +93,7 @@ class DetectOptions:
     threshold: float | None = None
     score: str | None = None
     scales: tuple[float, float] | None = None
-    scale_step: float = 1.1
+    scale_step: float | None = None
     nms_iou: float = 0.3
     per_label: bool = False
     max_detections: int | None = None
@@ -102,7 +107,7 @@ class DetectOptions:
     def __post_init__(self) -> None:
         # raises on a bad range or step
         pyramid_scales(DEFAULT_SCALES if self.scales is None else self.scales,
-                       scale_step=self.scale_step)
+                       scale_step=DEFAULT_SCALE_STEP if self.scale_step is None else self.scale_step)
         nms_iou = finite_float(self.nms_iou, "nms_iou")
         if not 0 <= nms_iou <= 1:
             msg = f"`nms_iou` must be in [0, 1], got {self.nms_iou!r}"
@@ -158,3 +163,17 @@ def filter_scales(filter_: Any, scales: tuple[float, float] | None = None) -> tu
             and trained[0] <= trained[1]):
         return float(trained[0]), float(trained[1])
     return DEFAULT_SCALES
+
+
+def filter_scale_step(filter_: Any, scale_step: float | None = None) -> float:
+    """The pyramid step to search ``filter_`` with.
+
+    An explicit ``scale_step`` wins; otherwise the filter's ``meta["scale_step"]``
+    (the step `train_detector` mined and calibrated with), else `DEFAULT_SCALE_STEP`.
+    """
+    if scale_step is not None:
+        return float(scale_step)
+    trained = getattr(filter_, "meta", {}).get("scale_step")
+    if isinstance(trained, (int, float)) and math.isfinite(trained) and trained > 1:
+        return float(trained)
+    return DEFAULT_SCALE_STEP

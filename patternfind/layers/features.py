@@ -333,25 +333,29 @@ def _felzenszwalb(images: NDArray[np.float32], cell: int, bins: int) -> NDArray[
     features hold the sums of the clipped signed bins per block (× 0.2357).
     """
     signed = _cell_histograms(images, cell, 2 * bins, signed=True)
-    unsigned = signed[..., :bins] + signed[..., bins:]
     count, rows, cols = signed.shape[:3]
+    # signed and unsigned bins side by side: one pass per block over all 3 · bins channels
+    histograms = np.empty((count, rows, cols, 3 * bins), dtype=np.float32)
+    histograms[..., :2 * bins] = signed
+    np.add(signed[..., :bins], signed[..., bins:], out=histograms[..., 2 * bins:])
     energy = np.zeros((count, rows + 2, cols + 2), dtype=np.float32)
-    energy[:, 1:-1, 1:-1] = np.square(unsigned).sum(axis=-1)
+    energy[:, 1:-1, 1:-1] = np.square(histograms[..., 2 * bins:]).sum(axis=-1)
     blocks = energy[:, :-1, :-1] + energy[:, 1:, :-1] + energy[:, :-1, 1:] + energy[:, 1:, 1:]
     clip = np.float32(0.2)
-    summed_signed = np.zeros_like(signed)
-    summed_unsigned = np.zeros_like(unsigned)
-    texture = []
+    summed = np.zeros_like(histograms)
+    clipped = np.empty_like(histograms)
+    texture = np.empty((count, rows, cols, 4), dtype=np.float32)
     for a in (0, 1):
         for c in (0, 1):  # cell (i, j) is cell (a, c) of padded block (i + 1 - a, j + 1 - c)
             norm = 1 / np.sqrt(blocks[:, 1 - a:1 - a + rows, 1 - c:1 - c + cols, None]
                                + np.float32(_EPS**2))
-            clipped = np.minimum(signed * norm, clip)
-            summed_signed += clipped
-            summed_unsigned += np.minimum(unsigned * norm, clip)
-            texture.append(clipped.sum(axis=-1))
-    return np.concatenate([np.float32(0.5) * summed_signed, np.float32(0.5) * summed_unsigned,
-                           np.float32(0.2357) * np.stack(texture, axis=-1)], axis=-1)
+            np.multiply(histograms, norm, out=clipped)
+            np.minimum(clipped, clip, out=clipped)
+            summed += clipped
+            texture[..., 2 * a + c] = clipped[..., :2 * bins].sum(axis=-1)
+    summed *= np.float32(0.5)
+    texture *= np.float32(0.2357)
+    return np.concatenate([summed, texture], axis=-1)
 
 
 def _cell_histograms(images: NDArray[np.float32], cell: int, bins: int, *,

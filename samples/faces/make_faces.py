@@ -11,7 +11,11 @@ that ships inside scikit-image:
   the faces, so that the paste itself (a soft ellipse) tells nothing;
 - backgrounds: face-free scikit-image photographs, different ones for
   training (brick, chelsea, coffee, grass, moon) and testing (gravel,
-  rocket, coins, immunohistochemistry, hubble_deep_field).
+  rocket, coins, immunohistochemistry, hubble_deep_field);
+- negative-only training images: nine more face-free scikit-image pictures
+  (`NEGATIVE_IMAGES`), listed in train.csv without boxes, as dlib users add
+  face-free photos to their training sets: every window in them is a
+  negative for hard-negative mining.
 
 Each 375 × 500 grey scene holds 3-5 faces of 28-72 pixels and as many
 distractors, blended in with a feathered elliptical mask. The boxes are the
@@ -32,6 +36,10 @@ HERE = Path(__file__).resolve().parent
 SCENE = (375, 500)
 TRAIN_BACKGROUNDS = ("brick", "chelsea", "coffee", "grass", "moon")
 TEST_BACKGROUNDS = ("gravel", "rocket", "coins", "immunohistochemistry", "hubble_deep_field")
+#: Face-free pictures shipped with scikit-image, used whole (longer side 500 px) as
+#: negative-only training images; none of them is a test background.
+NEGATIVE_IMAGES = ("clock", "page", "text", "retina", "cell", "horse", "logo",
+                   "stereo_motorcycle", "microaneurysms")
 
 
 def background(name, rng):
@@ -72,7 +80,7 @@ def place(rng, boxes, size):
     return None
 
 
-def make_scenes(split, backgrounds, faces, others, count, rng):
+def make_scenes(split, backgrounds, faces, others, count, rng, extra_rows=()):
     rows = []
     folder = HERE / split
     folder.mkdir(exist_ok=True)
@@ -89,12 +97,32 @@ def make_scenes(split, backgrounds, faces, others, count, rng):
                 if kind == "face":
                     rows.append(f"{split}/{k:02d}.png,{box[0]},{box[1]},{box[2]},{box[3]},face")
         cv2.imwrite(str(folder / f"{k:02d}.png"), np.round(np.clip(scene, 0, 1) * 255).astype(np.uint8))
+    rows.extend(extra_rows)
     (HERE / f"{split}.csv").write_text("image,x,y,w,h,label\n" + "\n".join(rows) + "\n")
+
+
+def negative_images():
+    """Write the face-free negative-only images; return their train.csv rows (no box)."""
+    rows = []
+    for name in NEGATIVE_IMAGES:
+        image = getattr(data, name)()
+        image = image[0] if name == "stereo_motorcycle" else image  # (left, right, disparity)
+        image = image[..., :3] if image.ndim == 3 else image
+        image = color.rgb2gray(image) if image.ndim == 3 else image / float(np.iinfo(image.dtype).max
+                                                                           if image.dtype.kind in "ui" else 1)
+        scale = 500 / max(image.shape)
+        image = cv2.resize(image.astype(np.float32), None, fx=scale, fy=scale,
+                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        path = f"train/negative_{name}.png"
+        cv2.imwrite(str(HERE / path), np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
+        rows.append(f"{path},,,,,")
+    return rows
 
 
 def draw(split, count=4):
     """A sheet of the first scenes with their boxes, to check them by eye."""
-    rows = [line.split(",") for line in (HERE / f"{split}.csv").read_text().splitlines()[1:]]
+    rows = [line.split(",") for line in (HERE / f"{split}.csv").read_text().splitlines()[1:]
+            if line.split(",")[1]]  # image-only rows (negative images) have no box
     tiles = []
     for k in range(count):
         image = cv2.cvtColor(cv2.imread(str(HERE / split / f"{k:02d}.png")), cv2.COLOR_BGR2RGB)
@@ -109,7 +137,8 @@ def main():
     rng = np.random.default_rng(2026)
     crops = data.lfw_subset().astype(np.float32)
     faces, others = crops[:100], crops[100:]
-    make_scenes("train", TRAIN_BACKGROUNDS, faces[:50], others[:50], 16, rng)
+    make_scenes("train", TRAIN_BACKGROUNDS, faces[:50], others[:50], 16, rng,
+                extra_rows=negative_images())
     make_scenes("test", TEST_BACKGROUNDS, faces[50:], others[50:], 10, rng)
     cv2.imwrite(str(HERE / "draw.png"), cv2.cvtColor(draw("test"), cv2.COLOR_RGB2BGR))
 
