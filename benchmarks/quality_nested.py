@@ -177,8 +177,8 @@ def faces():
 
     for name, filter_, floor, seconds in rows:
         options = {"scales": evaluate_faces.FIXED_SCALES} if name == "fixed" else {}
-        detections, detect_seconds = evaluate_faces.detect_all(filter_, test_images, floor,
-                                                               **options)
+        detections, (detect_seconds, _) = evaluate_faces.detect_all(  # wall, CPU seconds
+            filter_, test_images, floor, **options)
         ranking = evaluate(detections, test_boxes, iou=0.5, threshold=filter_.threshold)
         trained = "" if seconds is None else f", trained in {seconds:.0f} s"
         print(f"    {name:<6} AP@0.5 {ranking.ap:.3f} (detect {1e3 * detect_seconds:.0f} ms per "
