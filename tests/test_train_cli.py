@@ -46,9 +46,11 @@ def test_train_from_folders_writes_a_working_filter(folders, tmp_path, capsys):
                    "-o", str(output), "--quiet"])
     captured = capsys.readouterr()
     assert status == 0, captured.err
-    assert "epochs" in captured.out
     assert "threshold" in captured.out
     filter_ = Filter.load(output)
+    # the fit line speaks the optimiser's terms: L-BFGS runs iterations, the others epochs
+    steps = "iterations" if filter_.meta["options"]["optimizer"] == "lbfgs" else "epochs"
+    assert f"{steps} {filter_.meta['epochs']} (best" in captured.out
     assert filter_.weights.shape == (20, 20)
     assert filter_.features == "pixels"
     assert filter_.score == "dot"
@@ -71,6 +73,10 @@ def test_train_from_annotations_with_hog_and_mining(sheet, tmp_path, capsys):
     assert "hard negatives mined per round" in captured.out
     assert "training: " in captured.err  # the progress bar
     filter_ = Filter.load(output)
+    # the final fit after cross-validation holds nothing out: no validation accuracy is claimed
+    assert filter_.meta["options"]["val_samples"] == 0
+    assert "val accuracy" not in captured.out
+    assert "train accuracy" in captured.out
     assert filter_.features == "hog"
     assert filter_.window == (16, 16)
     assert filter_.weights.shape == (4, 4, 31)  # Felzenszwalb's 31 channels by default

@@ -296,9 +296,7 @@ def _summary(filter_: Any, output: Path, seconds: float) -> str:
     lines = [
         (f"wrote {output}: {filter_.features} filter {filter_.weights.shape} over "
         f"{width}x{height}-pixel windows"),
-        (f"epochs {meta['epochs']} (best {meta['best_epoch']}), final loss {meta['loss'][-1]:.4f}, "
-        f"train accuracy {meta['train_accuracy']:.3f}, val accuracy {meta['val_accuracy']:.3f}, "
-        f"threshold {filter_.threshold:.3f}, time {seconds:.1f} s"),
+        f"{_fit_line(meta)}, threshold {filter_.threshold:.3f}, time {seconds:.1f} s",
     ]
     if filter_.features == "cnn":
         from patternfind.layers.network import Network
@@ -313,6 +311,22 @@ def _summary(filter_: Any, output: Path, seconds: float) -> str:
                      f"{meta['box_scales'][0]:.2f}-{meta['box_scales'][1]:.2f} of the window")
     lines.extend(_choices(filter_))
     return "\n".join(lines)
+
+
+def _fit_line(meta: dict[str, Any]) -> str:
+    """The final fit's length, loss and accuracies, in the fit's own terms.
+
+    L-BFGS counts iterations, not epochs; a fit with no validation split (the
+    final fit after cross-validation) has no validation accuracy to report:
+    its ``val_accuracy`` is measured on the training samples.
+    """
+    options = meta.get("options", {})
+    steps = "iterations" if options.get("optimizer") == "lbfgs" else "epochs"
+    line = (f"{steps} {meta['epochs']} (best {meta['best_epoch']}), final loss {meta['loss'][-1]:.4f}, "
+            f"train accuracy {meta['train_accuracy']:.3f}")
+    if options.get("val_samples", 1):
+        line += f", val accuracy {meta['val_accuracy']:.3f}"
+    return line
 
 
 def _choices(filter_: Any) -> list[str]:
