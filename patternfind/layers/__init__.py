@@ -19,12 +19,13 @@ from patternfind.layers.conv import (
     pool2d_backward,
 )
 from patternfind.layers.features import FEATURE_KINDS, feature_map, window_features
-from patternfind.layers.network import AvgPool, Conv, MaxPool, Network, ReLU
+from patternfind.layers.network import AvgPool, Conv, LocalContrast, MaxPool, Network, ReLU
 
 __all__ = [
     "FEATURE_KINDS",
     "AvgPool",
     "Conv",
+    "LocalContrast",
     "MaxPool",
     "Network",
     "ReLU",
