@@ -125,11 +125,8 @@ def lfw():
             results[name].append(auc(values, labels[test]))
             seconds[name] += times[name]
     print("(a) lfw_subset, 5-fold AUC (per fold; mean):")
-    for name, values in results.items():
-        folds_text = " ".join(f"{v:.4f}" for v in values)
-        print(f"    {name:<6} {folds_text}; mean {np.mean(values):.4f}  "
-              f"(training {seconds[name]:.1f} s in all)")
-    return {name: float(np.mean(values)) for name, values in results.items()}
+    return report(results, seconds,
+                  lambda values: " ".join(f"{v:.4f}" for v in values) + f"; mean {np.mean(values):.4f}")
 
 
 def digits():
@@ -146,10 +143,15 @@ def digits():
             results[name].append(average_precision(values, test_d == target))
             seconds[name] += times[name]
     print("(b) digits.png, one digit vs the rest, AP on columns 50-99 (digits 0-9; mean, min):")
+    return report(results, seconds,
+                  lambda values: " ".join(f"{v:.3f}" for v in values)
+                  + f"; mean {np.mean(values):.4f}, min {np.min(values):.4f}")
+
+
+def report(results, seconds, describe):
+    """Print one line per filter (``describe(values)`` and its training time); return the means."""
     for name, values in results.items():
-        per_digit = " ".join(f"{v:.3f}" for v in values)
-        print(f"    {name:<6} {per_digit}; mean {np.mean(values):.4f}, min {np.min(values):.4f}  "
-              f"(training {seconds[name]:.1f} s in all)")
+        print(f"    {name:<6} {describe(values)}  (training {seconds[name]:.1f} s in all)")
     return {name: float(np.mean(values)) for name, values in results.items()}
 
 

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from gradient_check import numerical_gradient, relative_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import correlate
@@ -308,22 +309,6 @@ def test_pool2d_stride_that_does_not_fit():
 # --------------------------------------------------------------------------
 
 
-def numerical_gradient(function, array, step=1e-6):
-    grad = np.zeros_like(array)
-    flat, grad_flat = array.reshape(-1), grad.reshape(-1)
-    for index in range(flat.size):
-        saved = flat[index]
-        flat[index] = saved + step
-        above = function()
-        flat[index] = saved - step
-        below = function()
-        flat[index] = saved
-        grad_flat[index] = (above - below) / (2 * step)
-    return grad
-
-
-def relative_error(a, b):
-    return np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)))
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 import pytest
+from gradient_check import numerical_gradient, relative_error
 
 from patternfind import detect, load_filter, train_filter
 from patternfind.cli import main
@@ -27,25 +28,6 @@ from patternfind.layers.network import (
     ReLU,
 )
 from patternfind.structures import Filter
-
-
-def _numeric_gradient(function, array, eps=1e-6):
-    """Central differences of the scalar ``function()`` with respect to every entry of ``array``."""
-    grad = np.zeros_like(array)
-    flat, flat_grad = array.reshape(-1), grad.reshape(-1)
-    for index in range(flat.size):
-        saved = flat[index]
-        flat[index] = saved + eps
-        plus = function()
-        flat[index] = saved - eps
-        minus = function()
-        flat[index] = saved
-        flat_grad[index] = (plus - minus) / (2 * eps)
-    return grad
-
-
-def _rel_error(a, b):
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
 
 
 def _float64_network(layers, channels, seed=0):
@@ -82,9 +64,9 @@ def test_layer_backward_matches_finite_differences(layer, size):
         return float(np.sum(layer.forward(x)[0] * upstream))
 
     grad_x, grads = layer.backward(upstream, cache)
-    assert _rel_error(grad_x, _numeric_gradient(loss, x)) < 1e-5
+    assert relative_error(grad_x, numerical_gradient(loss, x)) < 1e-5
     for name, value in layer.params().items():
-        assert _rel_error(grads[name], _numeric_gradient(loss, value)) < 1e-5
+        assert relative_error(grads[name], numerical_gradient(loss, value)) < 1e-5
 
 
 def test_whole_network_backward_matches_finite_differences():
@@ -99,9 +81,9 @@ def test_whole_network_backward_matches_finite_differences():
         return float(np.sum(network.forward(x)[0] * upstream))
 
     grad_x, grads = network.backward(upstream, caches)
-    assert _rel_error(grad_x, _numeric_gradient(loss, x)) < 1e-5
+    assert relative_error(grad_x, numerical_gradient(loss, x)) < 1e-5
     for key, value in network.parameters().items():
-        assert _rel_error(grads[key], _numeric_gradient(loss, value)) < 1e-5
+        assert relative_error(grads[key], numerical_gradient(loss, value)) < 1e-5
     # training skips the input gradient but must give the same parameter gradients
     skipped, same = network.backward(upstream, caches, input_gradient=False)
     assert skipped is None
@@ -123,9 +105,9 @@ def test_training_objective_gradient_matches_finite_differences():
     for loss in ("logistic", "hinge"):
         value, grad, grad_b = model.gradient(theta, 0.3, x, y, loss=loss, l2=0.1)
         assert value == pytest.approx(model.objective(theta, 0.3, x, y, loss=loss, l2=0.1))
-        numeric = _numeric_gradient(
+        numeric = numerical_gradient(
             lambda loss=loss: model.objective(theta, 0.3, x, y, loss=loss, l2=0.1), theta)
-        assert _rel_error(grad, numeric) < 1e-5
+        assert relative_error(grad, numeric) < 1e-5
         numeric_b = (model.objective(theta, 0.3 + 1e-6, x, y, loss=loss, l2=0.1)
                      - model.objective(theta, 0.3 - 1e-6, x, y, loss=loss, l2=0.1)) / 2e-6
         assert grad_b == pytest.approx(numeric_b, rel=1e-5)

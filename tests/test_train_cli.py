@@ -58,15 +58,19 @@ def test_train_from_folders_writes_a_working_filter(folders, tmp_path, capsys):
     assert filter_.meta["val_accuracy"] > 0.8
 
 
-def test_train_from_annotations_with_hog_and_mining(sheet, tmp_path, capsys):
-    # a 200 × 400 piece of the sheet: rows 10-19 (digits 2 and 3), columns 0-19
-    piece = sheet[200:400, 0:400]
-    cv2.imwrite(str(tmp_path / "piece.png"), piece)
+@pytest.fixture
+def threes_csv(sheet, tmp_path):
+    """A 200 × 400 piece of the sheet (rows 10-19: digits 2 and 3) with a box on every "3"."""
+    cv2.imwrite(str(tmp_path / "piece.png"), sheet[200:400, 0:400])
     rows = ["image,x,y,w,h"] + [f"piece.png,{20 * c},{20 * r},20,20"
                                 for r in range(5, 10) for c in range(20)]
     (tmp_path / "threes.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "threes.csv"
+
+
+def test_train_from_annotations_with_hog_and_mining(threes_csv, tmp_path, capsys):
     output = tmp_path / "three_hog.npz"
-    status = main(["train", "--annotations", str(tmp_path / "threes.csv"), "--window", "16x16",
+    status = main(["train", "--annotations", str(threes_csv), "--window", "16x16",
                    "--cell", "4", "--mine-rounds", "1", "-o", str(output)])
     captured = capsys.readouterr()
     assert status == 0, captured.err
@@ -90,14 +94,9 @@ def test_train_from_annotations_with_hog_and_mining(sheet, tmp_path, capsys):
     assert f"threshold {filter_.threshold:.3f}: best F1 over the training image" in captured.out
 
 
-def test_train_options_reach_train_detector(sheet, tmp_path, capsys):
-    piece = sheet[200:400, 0:400]
-    cv2.imwrite(str(tmp_path / "piece.png"), piece)
-    rows = ["image,x,y,w,h"] + [f"piece.png,{20 * c},{20 * r},20,20"
-                                for r in range(5, 10) for c in range(20)]
-    (tmp_path / "threes.csv").write_text("\n".join(rows) + "\n")
+def test_train_options_reach_train_detector(threes_csv, tmp_path, capsys):
     output = tmp_path / "three.npz"
-    status = main(["train", "--annotations", str(tmp_path / "threes.csv"), "--window", "16x16",
+    status = main(["train", "--annotations", str(threes_csv), "--window", "16x16",
                    "--cell", "4", "--mine-rounds", "0", "--jitter", "1", "--negatives-per-image", "30",
                    "--l2", "0.05", "--folds", "2", "--upsample", "2", "-o", str(output), "--quiet"])
     captured = capsys.readouterr()
