@@ -20,11 +20,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import finite_float, non_negative_int, one_of, pair_of, positive_int
-from patternfind.detection.detector import detect
+from patternfind.detection.detector import detect, scan
 from patternfind.detection.nms import box_iou
 from patternfind.detection.options import LARGER_SCALE_MARGIN, SCALE_MARGIN, DetectOptions
+from patternfind.detection.pyramid import feature_pyramid_bytes, memory_limit, pyramid_scales
 from patternfind.evaluation.metrics import detection_threshold, evaluate
-from patternfind.layers.features import FEATURE_KINDS, feature_cell, window_features
+from patternfind.layers.features import (
+    FEATURE_KINDS,
+    feature_cell,
+    feature_channels,
+    window_features,
+)
 from patternfind.layers.features import (
     feature_options as complete_feature_options,  # the name is a parameter here
 )
@@ -292,6 +298,21 @@ def train_detector(
     scales = (box_scales[0] / SCALE_MARGIN, box_scales[1] * LARGER_SCALE_MARGIN)
     search = DetectOptions(threshold=_MINING_THRESHOLD, scales=scales, scale_step=scale_step,
                            nms_iou=0.3)
+    # Every image is searched once to mine and once more to calibrate, with the same
+    # pyramid: keep its feature maps between the searches when they fit in a quarter
+    # of the memory limit (HOG on the composite face set: 11 MB an image, and the
+    # features are three quarters of a search). A network changes at every round, so
+    # its maps are never searched twice.
+    levels = pyramid_scales(scales, scale_step=scale_step)
+    cached = trained is None and features != "pixels" and sum(
+        feature_pyramid_bytes(p.shape, levels, cell=cell, channels=feature_channels(
+            features, feature_settings, image_channels=3 if color else 1))
+        for p in pixels.values()) <= memory_limit() // 4
+    caches: dict[str, dict[Any, Any]] = {key: {} for key in pixels} if cached else {}
+
+    def search_image(key: str, filter_: Filter) -> list[Any]:
+        return scan(pixels[key], filter_, options=search, keep_maps=False,
+                    feature_cache=caches.get(key))[0]
 
     def as_filter(w: NDArray[np.float32], b: float) -> Filter:
         params = {} if trained is None else {"feature_params": trained.parameters()}
@@ -308,7 +329,7 @@ def train_detector(
         hard, hard_sources = [], []
         for index, key in enumerate(keys):
             image = pixels[key]
-            found = detect(image, current, options=search)
+            found = search_image(key, current)
             candidates = np.array([[d.x, d.y, d.w, d.h] for d in found]).reshape(-1, 4)
             if len(candidates) and boxes[key]:
                 truth = np.array([[b.x, b.y, b.w, b.h] for b in boxes[key]])
@@ -343,8 +364,7 @@ def train_detector(
         fit = fit_with_selection(X, y, groups=groups, options=fit_settings, grid=DETECTOR_L2_GRID)
         fit.pop("cross_validation", None)
         fit["threshold_rule"] = "best F1 over the training image (a single image: none to hold out)"
-        ranked = {key: detect(image, as_filter(fit["w"], fit["b"]), options=search)
-                  for key, image in pixels.items()}
+        ranked = {key: search_image(key, as_filter(fit["w"], fit["b"])) for key in pixels}
         calibration = boxes
     else:
         # the final filter is fitted like the fold filters whose held-out detections set
@@ -357,7 +377,7 @@ def train_detector(
         ranked = {}
         for index, key in enumerate(keys):
             w, b = validation.fits[_fold_of_image(fold_ids, sources, index)]
-            ranked[key] = detect(pixels[key], as_filter(w, b), options=search)
+            ranked[key] = search_image(key, as_filter(w, b))
         calibration = boxes
         fit["threshold_rule"] = (f"best F1 over detections on held-out images "
                                  f"({len(validation.fits)}-fold cross-validation by image)")
