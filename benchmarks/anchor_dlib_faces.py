@@ -6,11 +6,15 @@ trains it on samples/faces/train.csv, scores it on test.csv, then swaps the
 roles, exactly as samples/faces/evaluate_faces.py does for
 ``train_detector``; both are scored by `patternfind.evaluate` (AP@0.5 over
 every detection, the same matching), and both are timed in the same run.
-dlib gets the training options of its own face example
-(``add_left_right_image_flips``, C = 5) and its detector runs without
-upsampling and with ``adjust_threshold`` −1 (so that its ranking goes below
-its own threshold of 0, as patternfind's does to score −3). Its images are
-the same grey scenes; its boxes are our boxes as ``dlib.rectangle``.
+dlib gets the recipe of its own face example (fhog_object_detector_ex):
+the training images and boxes upsampled 2× (its 80 × 80 window is larger
+than every face here, 28-72 px), ``add_left_right_image_flips`` and C = 5;
+its detector then runs with one upsampling (``run(image, 1, -1)``: boxes come
+back in the original pixels) and ``adjust_threshold`` −1, so that its ranking
+goes below its own threshold of 0, as patternfind's does to score −3. Its
+images are the same grey scenes; its boxes are our boxes as
+``dlib.rectangle``. ``--upsample 0`` trains and detects on the scenes as
+they are.
 
 dlib is not a dependency of patternfind: ``pip install dlib-bin`` (a
 prebuilt wheel of dlib 20) to run this script.
@@ -50,14 +54,18 @@ def load(split):
     return images, boxes
 
 
-def train_dlib(images, boxes, c):
+def train_dlib(images, boxes, c, upsample):
+    factor = 2**upsample
+    images = {key: cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+              for key, image in images.items()}
     options = dlib.simple_object_detector_training_options()
     options.add_left_right_image_flips = True
     options.C = c
     options.num_threads = os.cpu_count() or 1
     options.be_verbose = False
     keys = list(images)
-    rectangles = [[dlib.rectangle(round(b.x), round(b.y), round(b.x + b.w) - 1, round(b.y + b.h) - 1)
+    rectangles = [[dlib.rectangle(round(factor * b.x), round(factor * b.y),
+                                  round(factor * (b.x + b.w)) - 1, round(factor * (b.y + b.h)) - 1)
                    for b in boxes[key]] for key in keys]
     started = time.perf_counter()
     trained = dlib.train_simple_object_detector([images[key] for key in keys], rectangles, options)
@@ -68,8 +76,8 @@ def train_dlib(images, boxes, c):
         return dlib.fhog_object_detector(path), seconds
 
 
-def run_dlib(detector, image):
-    rectangles, scores, _ = detector.run(image, 0, -1.0)
+def run_dlib(detector, image, upsample):
+    rectangles, scores, _ = detector.run(image, upsample, -1.0)
     return [Detection(x=float(r.left()), y=float(r.top()), w=float(r.width()), h=float(r.height()),
                       score=float(s), label="face", scale=1.0)
             for r, s in sorted(zip(rectangles, scores, strict=True), key=lambda pair: -pair[1])]
@@ -96,6 +104,8 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="patternfind's seeds (dlib's training is deterministic)")
     parser.add_argument("--c", type=float, default=5.0, help="dlib's SVM C (default 5)")
+    parser.add_argument("--upsample", type=int, default=1,
+                        help="dlib's doublings of the images, in training and detection (default 1)")
     args = parser.parse_args()
     print(f"dlib {dlib.__version__}, load average {os.getloadavg()[0]:.1f} at start")
     train, test = load("train"), load("test")
@@ -103,13 +113,15 @@ def main():
     print("| detector | test AP | swapped AP | training s: train / swapped | detect ms per scene "
           "| astronaut face rank |")
     print("|---|---|---|---|---|---|")
-    detector, seconds = train_dlib(*train, args.c)
-    swapped_detector, swapped_seconds = train_dlib(*test, args.c)
-    found, per_image = detect_all(lambda image: run_dlib(detector, image), test[0])
-    swapped, _ = detect_all(lambda image: run_dlib(swapped_detector, image), train[0])
-    print(f"| dlib (C={args.c:g}) | {evaluate(found, test[1], iou=0.5).ap:.3f} | "
+    up = args.upsample
+    detector, seconds = train_dlib(*train, args.c, up)
+    swapped_detector, swapped_seconds = train_dlib(*test, args.c, up)
+    found, per_image = detect_all(lambda image: run_dlib(detector, image, up), test[0])
+    swapped, _ = detect_all(lambda image: run_dlib(swapped_detector, image, up), train[0])
+    rank = astronaut_rank(run_dlib(detector, astronaut_grey, up))
+    print(f"| dlib (C={args.c:g}, upsample {up}) | {evaluate(found, test[1], iou=0.5).ap:.3f} | "
           f"{evaluate(swapped, train[1], iou=0.5).ap:.3f} | {seconds:.1f} / {swapped_seconds:.1f} | "
-          f"{1e3 * per_image:.0f} | {astronaut_rank(run_dlib(detector, astronaut_grey))} |", flush=True)
+          f"{1e3 * per_image:.0f} | {rank} |", flush=True)
     for seed in args.seeds:
         started = time.perf_counter()
         learned = train_detector(*train, seed=seed)

@@ -352,9 +352,9 @@ def _choices(filter_: Any) -> list[str]:
         lines.append(f"l2 {meta['options']['l2']:g} (given)")
     flip = meta.get("flip_selection")
     if flip:
-        losses = ", ".join(f"{name} {loss:.4f}" for name, loss in flip["cv_loss"].items())
+        losses = ", ".join(f"{name}: loss {loss:.4f}" for name, loss in flip["cv_loss"].items())
         lines.append(f"box copies {flip['chosen']} by {flip['folds']}-fold cross-validation "
-                     f"({flip['rule']}: {losses})")
+                     f"({flip['rule']}; {losses})")
     rule = meta.get("threshold_rule", "best F1 on the validation split")
     cv_ap = f", cross-validated AP {meta['cv_ap']:.3f}" if "cv_ap" in meta else ""
     lines.append(f"threshold {filter_.threshold:.3f}: {rule}{cv_ap}")

@@ -443,7 +443,7 @@ def _choose_mirroring(X: NDArray[np.float32], y: NDArray[np.float32], groups: ND
     chosen = min(losses, key=losses.__getitem__)
     record = {"cv_loss": losses, "chosen": chosen, "l2": float(settings.l2),
               "folds": len(np.unique(fold_ids)),
-              "rule": "lowest mean held-out loss of the boxes (copies not scored)"}
+              "rule": "lowest mean held-out loss of the boxes, copies not scored"}
     return candidates[chosen], record
 
 
