@@ -760,6 +760,11 @@ def test_explicit_flip_wins_and_a_bad_flip_is_named():
     assert single.meta["positives"] == sum(len(b) for b in boxes)  # no copy at all
     with pytest.raises(ValueError, match="`flip` must be 'auto', True or False, got 'yes'"):
         train_detector(images, boxes, flip="yes")
+    # one box: nothing to hold out, so "auto" keeps the mirror and says why
+    lone = train_detector(images[:1], [boxes[0][:1]], mine_rounds=0, l2=0.01, val_fraction=0)
+    assert lone.meta["flip_selection"] == {"chosen": "mirrored",
+                                           "rule": "a single box: none to hold out"}
+    assert lone.meta["positives"] == 2
 
 
 def test_cross_validate_scores_only_the_scored_rows():

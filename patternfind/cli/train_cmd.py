@@ -351,7 +351,9 @@ def _choices(filter_: Any) -> list[str]:
     else:
         lines.append(f"l2 {meta['options']['l2']:g} (given)")
     flip = meta.get("flip_selection")
-    if flip:
+    if flip and "cv_loss" not in flip:
+        lines.append(f"box copies {flip['chosen']}: {flip['rule']}")
+    elif flip:
         losses = ", ".join(f"{name}: loss {loss:.4f}" for name, loss in flip["cv_loss"].items())
         lines.append(f"box copies {flip['chosen']} by {flip['folds']}-fold cross-validation "
                      f"({flip['rule']}; {losses})")

@@ -428,9 +428,12 @@ def _choose_mirroring(X: NDArray[np.float32], y: NDArray[np.float32], groups: ND
         The features with the winner's copies.
     record : dict
         For ``meta["flip_selection"]``: ``cv_loss`` per candidate, ``chosen``,
-        ``l2``, ``folds`` and the ``rule``.
+        ``l2``, ``folds`` and the ``rule`` (with a single box, nothing to hold
+        out: ``chosen="mirrored"`` and the rule only).
     """
     if fold_ids is None:  # one image with boxes: folds of boxes (a box's copies together)
+        if len(np.unique(groups[y > 0])) < 2:
+            return X, {"chosen": "mirrored", "rule": "a single box: none to hold out"}
         fold_ids = assign_folds(groups, y, settings.folds, np.random.default_rng(settings.seed))
     scored = np.ones(len(y), dtype=bool)
     scored[mirrors] = False
