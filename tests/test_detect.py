@@ -178,6 +178,35 @@ def test_scan_keeps_maps():
     assert any(d.x == 10 and d.y == 10 for d in detections)
 
 
+def test_a_feature_cache_reuses_the_maps_and_changes_no_detection(monkeypatch):
+    """A second search of the same image through the same cache computes no feature map."""
+    from pathlib import Path
+
+    from patternfind.detection import detector
+    from patternfind.detection.pyramid import feature_pyramid_bytes
+
+    face = Filter.load(Path(__file__).resolve().parent / "data" / "face_v0_1.npz")  # HOG, 6-px cells
+    other = Filter(face.weights[:, ::-1].copy(), bias=face.bias, name="mirror", threshold=-1.0,
+                   features="hog", window=face.window, feature_options=face.feature_options)
+    image = data.astronaut()
+    calls = []
+    original = detector.feature_map
+    monkeypatch.setattr(detector, "feature_map",
+                        lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    options = {"threshold": -1.0, "scales": (1.0, 2.0), "scale_step": 1.2}
+    cache: dict = {}
+    first = scan(image, face, feature_cache=cache, keep_maps=False, **options)[0]
+    levels = pyramid_scales((1.0, 2.0), scale_step=1.2)
+    assert len(calls) == len(cache) == len(levels)
+    assert scan(image, other, feature_cache=cache, keep_maps=False, **options)[0] == detect(
+        image, other, **options)
+    assert len(calls) == 2 * len(levels)  # the second scan computed nothing; detect did
+    assert first == detect(image, face, **options)
+    held = sum(features.nbytes for features, _ in cache.values())
+    estimate = feature_pyramid_bytes(image.shape, levels, cell=6, channels=31)
+    assert abs(held - estimate) <= 0.1 * held  # rounding of the cell grid only
+
+
 def test_paths_as_image_and_filter(tmp_path):
     rng = np.random.default_rng(7)
     image = np.round(textured_background((90, 110, 3), rng) * 255).astype(np.uint8)

@@ -645,17 +645,23 @@ def test_train_detector_holds_out_whole_images(monkeypatch):
     fitted = train_detector(images, [boxes for _, boxes in train], mine_rounds=0, folds=2,
                             l2=0.01, negatives_per_image=10)
     assert fitted.meta["options"]["l2"] == 0.01  # a given l2 wins: no search over the grid
-    assert len(seen) == 2  # one fit per fold
+    # per fold: one fit for each kind of box copy (mirrored or repeated), then the threshold's
+    assert len(seen) == 3 * 2
     # rows of each image: its positives' and negatives' features (first 64 values)
     from patternfind.layers.features import window_features
     from patternfind.learn.patches import annotated_patches
 
     context = 2 * fitted.feature_options["cell"]
-    patches, _, sources = annotated_patches(
+    patches, labels, sources = annotated_patches(
         dict(enumerate(images)), dict(enumerate(b for _, b in train)), window=fitted.window,
         negatives_per_image=10, context=context)
     features = window_features(patches, kind="hog", options=fitted.feature_options, context=context)
     rows = [bytes(row) for row in features.reshape(len(features), -1)[:, :64]]
+    # a box's mirrored copy is missing from the fits that repeat the box instead
+    mirrors = np.zeros(len(rows), dtype=bool)
+    mirrors[1:int(labels.sum()):2] = True
+    rows = [row for row, mirror in zip(rows, mirrors, strict=True) if not mirror]
+    sources = sources[~mirrors]
     for fit_rows in seen:
         used = {int(s) for row, s in zip(rows, sources, strict=True) if row in fit_rows}
         unused = {int(s) for row, s in zip(rows, sources, strict=True) if row not in fit_rows}
@@ -674,18 +680,19 @@ def test_explicit_window_and_scales_win_over_the_automatic_choice():
     assert fitted.window == (30, 30)
     assert fitted.meta["window_rule"] == "given"
     low, high = fitted.meta["box_scales"]
-    assert fitted.meta["search_scales"] == pytest.approx([low / 1.25, high * 1.25])
-    assert filter_scales(fitted) == pytest.approx((low / 1.25, high * 1.25))
+    # down to the smallest box scale / 1.25, up to the largest × 2
+    assert fitted.meta["search_scales"] == pytest.approx([low / 1.25, high * 2])
+    assert filter_scales(fitted) == pytest.approx((low / 1.25, high * 2))
     assert filter_scales(fitted, (1.0, 1.0)) == (1.0, 1.0)
     image, _ = _scene(300)
     step = fitted.meta["scale_step"]
     assert step == 1.2  # the trained pyramid step, searched by default
     default = detect(image, fitted, threshold=-5.0)
     assert {round(d.scale, 6) for d in default} <= {
-        round(step**k, 6) for k in range(-30, 30) if low / 1.25 <= step**k <= high * 1.25}
+        round(step**k, 6) for k in range(-30, 30) if low / 1.25 <= step**k <= high * 2}
     finer = detect(image, fitted, threshold=-5.0, scale_step=1.05)  # an explicit step wins
     assert {round(d.scale, 6) for d in finer} <= {
-        round(1.05**k, 6) for k in range(-60, 60) if low / 1.25 <= 1.05**k <= high * 1.25}
+        round(1.05**k, 6) for k in range(-60, 60) if low / 1.25 <= 1.05**k <= high * 2}
     assert {round(d.scale, 6) for d in finer} - {round(d.scale, 6) for d in default}
     explicit = detect(image, fitted, threshold=-5.0, scales=(1, 1))
     assert explicit
@@ -693,6 +700,96 @@ def test_explicit_window_and_scales_win_over_the_automatic_choice():
     # an explicit threshold wins over the filter's own
     lower = fitted.threshold - 2
     assert min(d.score for d in detect(image, fitted, threshold=lower)) < fitted.threshold
+
+
+def _l_scene(seed, *, mirrored=False):
+    """Like `_scene`, with L-shaped targets (a bar and a foot): not left-right symmetric."""
+    rng = np.random.default_rng(seed)
+    image = cv2.GaussianBlur(rng.random((240, 320)).astype(np.float32), (0, 0), 2) * 0.6 + 0.2
+    boxes = []
+    for _ in range(4):
+        size = int(rng.integers(30, 48))
+        x, y = int(rng.integers(0, 320 - size)), int(rng.integers(0, 240 - size))
+        if any(abs(x - b.x) < size + 8 and abs(y - b.y) < size + 8 for b in boxes):
+            continue
+        target = np.zeros((size, size), dtype=bool)
+        target[size // 8:7 * size // 8, size // 8:size // 3] = True  # the bar, on the left
+        target[5 * size // 8:7 * size // 8, size // 8:7 * size // 8] = True  # the foot
+        image[y:y + size, x:x + size][target[:, ::-1] if mirrored else target] = 0.95
+        boxes.append(Box(x, y, size, size))
+    return image, boxes
+
+
+def test_flip_auto_mirrors_symmetric_targets_and_repeats_asymmetric_ones():
+    rings = [_scene(seed) for seed in range(4)]
+    symmetric = train_detector([image for image, _ in rings], [boxes for _, boxes in rings],
+                               mine_rounds=0, folds=4)
+    chosen = symmetric.meta["flip_selection"]
+    assert chosen["chosen"] == "mirrored"
+    assert symmetric.meta["flip"] is True
+    assert chosen["cv_loss"]["mirrored"] < chosen["cv_loss"]["repeated"]
+    shapes = [_l_scene(seed) for seed in range(4)]
+    asymmetric = train_detector([image for image, _ in shapes], [boxes for _, boxes in shapes],
+                                mine_rounds=0, folds=4)
+    assert asymmetric.meta["flip_selection"]["chosen"] == "repeated"
+    assert asymmetric.meta["flip"] is False
+    assert asymmetric.meta["positives"] == 2 * sum(len(boxes) for _, boxes in shapes)
+    # what the choice buys: on held-out scenes, the filter tells an L from its mirror image
+    context = 2 * asymmetric.feature_options["cell"]
+
+    def scores(scenes):
+        crops = np.stack([crop_window(image, (b.x, b.y, b.w, b.h), asymmetric.window,
+                                      context=context) for image, boxes in scenes for b in boxes])
+        features = window_features(crops, kind="hog", options=asymmetric.feature_options,
+                                   context=context)
+        return features.reshape(len(crops), -1) @ asymmetric.weights.ravel() + asymmetric.bias
+
+    held_out = [_l_scene(seed) for seed in range(50, 54)]
+    mirror_images = [_l_scene(seed, mirrored=True) for seed in range(50, 54)]
+    assert np.median(scores(held_out)) > np.median(scores(mirror_images)) + 1
+
+
+def test_explicit_flip_wins_and_a_bad_flip_is_named():
+    rings = [_scene(seed) for seed in range(3)]
+    images, boxes = [image for image, _ in rings], [b for _, b in rings]
+    mirrored = train_detector(images, boxes, mine_rounds=0, l2=0.01, folds=3, flip=True)
+    assert mirrored.meta["flip"] is True
+    assert "flip_selection" not in mirrored.meta
+    single = train_detector(images, boxes, mine_rounds=0, l2=0.01, folds=3, flip=False)
+    assert single.meta["flip"] is False
+    assert single.meta["positives"] == sum(len(b) for b in boxes)  # no copy at all
+    with pytest.raises(ValueError, match="`flip` must be 'auto', True or False, got 'yes'"):
+        train_detector(images, boxes, flip="yes")
+    # one box: nothing to hold out, so "auto" keeps the mirror and says why
+    lone = train_detector(images[:1], [boxes[0][:1]], mine_rounds=0, l2=0.01, val_fraction=0)
+    assert lone.meta["flip_selection"] == {"chosen": "mirrored",
+                                           "rule": "a single box: none to hold out"}
+    assert lone.meta["positives"] == 2
+
+
+def test_cross_validate_scores_only_the_scored_rows():
+    from patternfind.learn.optimize import FitOptions, fit_linear
+    from patternfind.learn.selection import cross_validate
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(90, 6)).astype(np.float32)
+    y = np.where(X[:, 0] + 0.8 * rng.normal(size=90) > 0, 1.0, -1.0).astype(np.float32)
+    fold_ids = np.arange(90) % 3
+    groups = np.arange(90)
+    scored = rng.random(90) < 0.6
+    options = FitOptions(l2=0.1, optimizer="lbfgs", val_fraction=0)
+    result = cross_validate(X, y, fold_ids, groups=groups, options=options, scored=scored)
+    losses = []  # the reference: each fold's mean logistic loss over its scored rows
+    for fold in range(3):
+        held_out = fold_ids == fold
+        fit = fit_linear(X[~held_out], y[~held_out], groups=groups[~held_out], options=options)
+        counted = held_out & scored
+        margins = y[counted] * (X[counted].astype(np.float64) @ fit["w"] + fit["b"])
+        losses.append(np.mean(np.logaddexp(0, -margins)))
+    assert result.loss == pytest.approx(np.mean(losses), rel=1e-5)
+    every_row = cross_validate(X, y, fold_ids, groups=groups, options=options)
+    assert every_row.loss != pytest.approx(result.loss, rel=1e-3)  # the mask changed the rows
+    np.testing.assert_allclose(every_row.scores, result.scores)  # but not the fits
 
 
 def test_a_filter_saved_before_it_knew_its_scales_detects_as_before():

@@ -90,6 +90,9 @@ def test_train_from_annotations_with_hog_and_mining(threes_csv, tmp_path, capsys
     assert "window 16x16: given" in captured.out
     chosen = filter_.meta["l2_selection"]["chosen"]
     assert f"l2 {chosen:g} by 5-fold cross-validation" in captured.out
+    copies = filter_.meta["flip_selection"]["chosen"]
+    assert f"box copies {copies} by 5-fold cross-validation" in captured.out
+    assert filter_.meta["flip"] == (copies == "mirrored")
     # a single image: the threshold falls back to it, and says so
     assert f"threshold {filter_.threshold:.3f}: best F1 over the training image" in captured.out
 
@@ -98,13 +101,17 @@ def test_train_options_reach_train_detector(threes_csv, tmp_path, capsys):
     output = tmp_path / "three.npz"
     status = main(["train", "--annotations", str(threes_csv), "--window", "16x16",
                    "--cell", "4", "--mine-rounds", "0", "--jitter", "1", "--negatives-per-image", "30",
-                   "--l2", "0.05", "--folds", "2", "--upsample", "2", "-o", str(output), "--quiet"])
+                   "--l2", "0.05", "--folds", "2", "--upsample", "2", "--flip", "no",
+                   "-o", str(output), "--quiet"])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     filter_ = Filter.load(output)
     assert filter_.meta["options"]["l2"] == 0.05
     assert "l2 0.05 (given)" in captured.out
-    assert filter_.meta["positives"] == 100 * 2 * 2  # each box, a jittered copy, both mirrored
+    assert filter_.meta["positives"] == 100 * 2  # each box and a jittered copy, no mirror
+    assert filter_.meta["flip"] is False
+    assert "flip_selection" not in filter_.meta  # a given choice is not cross-validated
+    assert "box copies" not in captured.out
     assert filter_.meta["negatives"] == 30
     assert filter_.meta["upsample"] == 2.0
     # boxes of 20 px upsampled to 40 px on a 16-px window: scale 2.5, back to 1.25 on the input

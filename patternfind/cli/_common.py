@@ -258,8 +258,8 @@ def add_detection_options(parser: argparse.ArgumentParser) -> None:
                             "gradient directions and survives lighting changes")
     group.add_argument("--scales", type=_number_pair, default=None, metavar="MIN,MAX",
                        help="object sizes to search, as multiples of the filter size (default: "
-                            "the box sizes a learned filter was trained on, widened by 1.25 "
-                            "each way; else 0.5,2)")
+                            "the box sizes a learned filter was trained on, from 1/1.25 of "
+                            "the smallest to 2 times the largest; else 0.5,2)")
     group.add_argument("--scale-step", type=float, default=None, metavar="S",
                        help="ratio between pyramid levels (default: the step a learned filter "
                             "was trained with, else 1.1)")

@@ -85,8 +85,12 @@ def build_parser() -> Parser:
     parser.add_argument("--mine-rounds", type=int, default=None, metavar="N",
                         help="rounds of hard-negative mining (annotations only; default 1, "
                              "2 for --features cnn)")
-    parser.add_argument("--no-flip", action="store_true",
-                        help="do not add left-right mirrored positives (annotations only)")
+    parser.add_argument("--flip", choices=("auto", "yes", "no"), default="auto",
+                        help="add a left-right mirrored copy of every box: auto (default) lets "
+                             "cross-validation choose it or the box counted twice; no adds "
+                             "no copy (annotations only)")
+    parser.add_argument("--no-flip", action="store_const", const="no", dest="flip",
+                        help=argparse.SUPPRESS)  # the option's name before --flip (0.2)
     parser.add_argument("--jitter", type=int, default=0, metavar="N",
                         help="extra shifted and scaled copies of every box (annotations only; "
                              "default 0)")
@@ -284,7 +288,8 @@ def _train_from_annotations(args: argparse.Namespace, common: dict[str, Any],
     print(f"{boxes} boxes on {len(annotations)} images", file=sys.stderr)
     return train_detector({key: str(path) for key, path in paths.items()}, annotations,
                           window=args.window, mine_rounds=args.mine_rounds,
-                          flip=not args.no_flip, jitter=args.jitter,
+                          flip={"auto": "auto", "yes": True, "no": False}[args.flip],
+                          jitter=args.jitter,
                           negatives_per_image=args.negatives_per_image,
                           hard_negatives_per_image=args.hard_negatives_per_image,
                           upsample=args.upsample, **common)
@@ -345,6 +350,13 @@ def _choices(filter_: Any) -> list[str]:
                      f"({selection['rule']}; {scores})")
     else:
         lines.append(f"l2 {meta['options']['l2']:g} (given)")
+    flip = meta.get("flip_selection")
+    if flip and "cv_loss" not in flip:
+        lines.append(f"box copies {flip['chosen']}: {flip['rule']}")
+    elif flip:
+        losses = ", ".join(f"{name}: loss {loss:.4f}" for name, loss in flip["cv_loss"].items())
+        lines.append(f"box copies {flip['chosen']} by {flip['folds']}-fold cross-validation "
+                     f"({flip['rule']}; {losses})")
     rule = meta.get("threshold_rule", "best F1 on the validation split")
     cv_ap = f", cross-validated AP {meta['cv_ap']:.3f}" if "cv_ap" in meta else ""
     lines.append(f"threshold {filter_.threshold:.3f}: {rule}{cv_ap}")

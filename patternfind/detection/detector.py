@@ -141,12 +141,21 @@ def scan(
     *,
     options: DetectOptions | None = None,
     keep_maps: bool = True,
+    feature_cache: dict[tuple[float, str], tuple[NDArray[np.float32], int]] | None = None,
     **search_options: Any,
 ) -> tuple[list[Detection], list[LevelMap]]:
     """`detect`, also returning every level's score maps (for heat maps).
 
     Takes the same arguments as `detect`. With ``keep_maps=False`` the list
     of maps is empty.
+
+    ``feature_cache`` serves a caller that searches the *same image* again
+    with other filters of the same feature kind and the same pyramid
+    (`patternfind.learn.train_detector` searches every training image twice):
+    give an empty dict to the first search and the same dict to the later
+    ones. It keeps every level's feature maps, keyed by scale and feature
+    kind (about `patternfind.detection.pyramid.feature_pyramid_bytes`), and
+    the later searches skip computing them. Upright searches only.
 
     Returns
     -------
@@ -175,7 +184,8 @@ def scan(
     # single level the threads split its rows instead.
     inner_workers = workers if len(levels) == 1 else 1
     results = map_in_threads(
-        lambda scale: _scan_level(pixels, scale, plans, options.subpixel, inner_workers, keep_maps),
+        lambda scale: _scan_level(pixels, scale, plans, options.subpixel, inner_workers, keep_maps,
+                                  feature_cache),
         levels,
         workers,
     )
@@ -328,8 +338,9 @@ def _scan_level(
     subpixel: bool,
     workers: int,
     keep_maps: bool,
+    feature_cache: dict[tuple[float, str], tuple[NDArray[np.float32], int]] | None = None,
 ) -> tuple[list[NDArray[np.float64]], list[LevelMap]]:
-    """Score every filter on one pyramid level.
+    """Score every filter on one pyramid level (feature maps from ``feature_cache`` if there).
 
     Returns candidate boxes as (n, 7) arrays of x, y, w, h (input pixels),
     score, filter index and scale, and the score maps if ``keep_maps``.
@@ -341,7 +352,8 @@ def _scan_level(
     views = {"pixels": level}
     if any(p.filter.features == "pixels" and p.filter.weights.ndim == 2 for p in plans):
         views["grey"] = to_grey(level)
-    feature_maps = _feature_maps(level, [plan for plan in plans if plan.searches(scale)])
+    feature_maps = _feature_maps(level, [plan for plan in plans if plan.searches(scale)],
+                                 feature_cache, scale)
     # Several filters: one thread each (no stripe overlap to pay); one filter: its stripes.
     per_filter = workers > 1 and len(plans) > 1
 
@@ -389,17 +401,24 @@ def _feature_key(filter_: Filter) -> str:
 
 
 def _feature_maps(
-    level: NDArray[np.float32], plans: list[_Plan]
+    level: NDArray[np.float32], plans: list[_Plan],
+    cache: dict[tuple[float, str], tuple[NDArray[np.float32], int]] | None = None,
+    scale: float = 1.0,
 ) -> dict[str, tuple[NDArray[np.float32], int]]:
     """The feature map of every feature kind the filters use, at one level."""
     maps: dict[str, tuple[NDArray[np.float32], int]] = {}
     for plan in plans:
         filter_ = plan.filter
-        if filter_.features != "pixels" and _feature_key(filter_) not in maps:
-            maps[_feature_key(filter_)] = feature_map(
-                level, kind=filter_.features, options=filter_.feature_options,
-                parameters=filter_.feature_params,
-            )
+        key = _feature_key(filter_)
+        if filter_.features == "pixels" or key in maps:
+            continue
+        cached = None if cache is None else cache.get((round(scale, 9), key))
+        if cached is None:
+            cached = feature_map(level, kind=filter_.features, options=filter_.feature_options,
+                                 parameters=filter_.feature_params)
+            if cache is not None:  # each level's own key: threads never write the same entry
+                cache[round(scale, 9), key] = cached
+        maps[key] = cached
     return maps
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "MEMORY_VARIABLE",
     "MIN_SCALE",
     "check_memory",
+    "feature_pyramid_bytes",
     "memory_limit",
     "pyramid_scales",
     "resize_to_scale",
@@ -166,6 +167,18 @@ def scan_memory(
     stripe_scratch = max(1, workers) * 3 * 8 * 4 * 2**20  # three float64 stripes of 4 Mi values
     kept = sum(level_pixels) * 4 * filters if keep_maps else 0
     return 4 * height * width * channels + in_flight + stripe_scratch + kept
+
+
+def feature_pyramid_bytes(image_shape: tuple[int, ...], scales: list[float], *, cell: int,
+                          channels: int) -> int:
+    """Bytes of float32 feature maps over a pyramid: ``channels`` per ``cell`` × ``cell`` pixels.
+
+    What a `patternfind.detection.detector.scan` ``feature_cache`` holds for
+    one image and one feature kind.
+    """
+    height, width = image_shape[:2]
+    cells = sum(max(1, round(height / s / cell)) * max(1, round(width / s / cell)) for s in scales)
+    return 4 * channels * cells
 
 
 def memory_limit() -> int:

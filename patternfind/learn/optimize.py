@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from patternfind._validation import (
@@ -220,7 +221,8 @@ def objective(w: NDArray[np.floating], b: float, X: NDArray[np.floating],
     # einsum (numpy's own single-threaded loop), not `@` (BLAS gemv), in this per-step
     # product: with the other core busy, OpenBLAS's threads made `X @ w` 4-20× slower
     # (20000×576 float32: 22 ms against 5 ms). The few products outside the training
-    # loop (`_smoothness`, the final scores) still use `@`.
+    # loop (`_smoothness`, the final scores) use `@`, the latter under fit_linear's
+    # one-thread BLAS limit.
     scores = np.einsum("ij,j->i", X, w) + dtype.type(b)
     values, slopes = loss_forward(y * scores, loss=loss)
     upstream = (slopes * y) / dtype.type(len(y))  # dJ/ds_i
@@ -303,21 +305,27 @@ def fit_linear(
         lr = _DEFAULT_ADAM_LR if optimizer == "adam" else 1.0 / _smoothness(X_train, loss, l2, rng)
 
     start = time.perf_counter()
-    if optimizer == "lbfgs":
-        w, b, best_epoch, history, val_history = _lbfgs(
-            X_train, y_train, X_val, y_val, loss=loss, l2=l2, max_iter=epochs or _MAX_EPOCHS,
-            validate=len(val) > 0, progress=progress)
-    else:
-        assert lr is not None  # set above for Adam and SGD
-        w, b, best_epoch, history, val_history = _descend(
-            X_train, y_train, X_val, y_val, loss=loss, l2=l2, optimizer=optimizer, lr=lr,
-            batch=batch, max_epochs=max_epochs, validate=len(val) > 0, progress=progress, rng=rng)
-    bias = b - float(np.dot(w, mean))
-    X_val = X_val + mean
-    X_train_raw = X_train + mean
-    val_scores = X_val @ w + np.float32(bias)
+    # One BLAS thread for the fit: its products are matrix-vector ones, too small to
+    # share, and with the other core busy OpenBLAS's threads made them many times
+    # slower (L-BFGS-B's own BLAS calls included: 10 cross-validation fits of the
+    # composite face set took 1.6 s with two threads and 0.25 s with one, load 3).
+    with threadpool_limits(limits=1, user_api="blas"):
+        if optimizer == "lbfgs":
+            w, b, best_epoch, history, val_history = _lbfgs(
+                X_train, y_train, X_val, y_val, loss=loss, l2=l2, max_iter=epochs or _MAX_EPOCHS,
+                validate=len(val) > 0, progress=progress)
+        else:
+            assert lr is not None  # set above for Adam and SGD
+            w, b, best_epoch, history, val_history = _descend(
+                X_train, y_train, X_val, y_val, loss=loss, l2=l2, optimizer=optimizer, lr=lr,
+                batch=batch, max_epochs=max_epochs, validate=len(val) > 0, progress=progress,
+                rng=rng)
+        bias = b - float(np.dot(w, mean))
+        X_val = X_val + mean
+        X_train_raw = X_train + mean
+        val_scores = X_val @ w + np.float32(bias)
+        train_scores = X_train_raw @ w + np.float32(bias)
     threshold, f1 = best_f1_threshold(val_scores, y_val > 0)
-    train_scores = X_train_raw @ w + np.float32(bias)
     return {
         "w": w,
         "b": bias,

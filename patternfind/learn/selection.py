@@ -100,7 +100,8 @@ def assign_folds(groups: NDArray[np.integer], y: NDArray[np.floating], folds: in
 
 
 def cross_validate(X: NDArray[np.floating], y: NDArray[np.floating], fold_ids: NDArray[np.integer],
-                   *, groups: NDArray[np.integer], options: FitOptions) -> CrossValidation:
+                   *, groups: NDArray[np.integer], options: FitOptions,
+                   scored: NDArray[np.bool_] | None = None) -> CrossValidation:
     """Fit without each fold and score its rows (``options.l2`` must be a number).
 
     Parameters
@@ -114,6 +115,10 @@ def cross_validate(X: NDArray[np.floating], y: NDArray[np.floating], fold_ids: N
         Groups for each fit's own early-stopping split (`fit_linear`).
     options : FitOptions
         How to fit; progress is turned off for the fold fits.
+    scored : (N,) bool array, optional
+        The held-out rows whose scores count in each fold's AP and loss
+        (default: all). `train_detector` leaves out a box's copies, so that
+        every box counts once whichever copies the fits were given.
 
     Returns
     -------
@@ -121,6 +126,7 @@ def cross_validate(X: NDArray[np.floating], y: NDArray[np.floating], fold_ids: N
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
     y = np.asarray(y, dtype=np.float32)
+    scored = np.ones(len(y), dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
     options = dataclasses.replace(options, progress=False)
     scores = np.zeros(len(y), dtype=np.float32)
     fits, aps, losses, best_epochs = [], [], [], []
@@ -130,9 +136,11 @@ def cross_validate(X: NDArray[np.floating], y: NDArray[np.floating], fold_ids: N
         w, b = fit["w"], float(fit["b"])
         fits.append((w, b))
         best_epochs.append(int(fit["best_epoch"]))
-        scores[held_out] = X[held_out] @ w + np.float32(b)
-        aps.append(ranking_ap(scores[held_out], y[held_out] > 0))
-        losses.append(float(loss_forward(y[held_out] * scores[held_out], loss=options.loss)[0].mean()))
+        # numpy's own loop, not BLAS's threads (see `patternfind.learn.optimize.objective`)
+        scores[held_out] = np.einsum("ij,j->i", X[held_out], w) + np.float32(b)
+        counted = held_out & scored
+        aps.append(ranking_ap(scores[counted], y[counted] > 0))
+        losses.append(float(loss_forward(y[counted] * scores[counted], loss=options.loss)[0].mean()))
     error = float(np.std(losses, ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else 0.0
     return CrossValidation(float(options.l2), scores, fits, float(np.mean(aps)),
                            float(np.mean(losses)), error, best_epochs)

@@ -138,16 +138,17 @@ def main():
         print(f"composite {split}.csv: {sum(map(len, boxes.values()))} faces in "
               f"{sum(1 for group in boxes.values() if group)} scenes, "
               f"{sum(1 for group in boxes.values() if not group)} face-free images")
-    print("| seed | window | l2 | threshold | CV AP | test AP | swapped AP | training s, wall "
+    print("| seed | window | l2 | box copies: train / swapped | threshold | CV AP | test AP | swapped AP | training s, wall "
           "(CPU): train / swapped | detect ms per scene, wall (CPU) | astronaut face rank | "
           "lfw 5-fold AUC |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for seed in SEEDS:
         learned, result, seconds, detect_seconds = train_and_score(train, test, seed)
-        _, swapped, swapped_seconds, _ = train_and_score(test, train, seed)
+        swapped_filter, swapped, swapped_seconds, _ = train_and_score(test, train, seed)
         rank, _ = astronaut_rank(learned)
         meta = learned.meta
         print(f"| {seed} | {learned.window[1]}x{learned.window[0]} | {meta['options']['l2']:g} | "
+              f"{meta['flip_selection']['chosen']} / {swapped_filter.meta['flip_selection']['chosen']} | "
               f"{learned.threshold:.3f} | {meta['cv_ap']:.3f} | {result.ap:.3f} (P {result.precision:.2f} "
               f"R {result.recall:.2f}) | {swapped.ap:.3f} (P {swapped.precision:.2f} R "
               f"{swapped.recall:.2f}) | {seconds[0]:.1f} ({seconds[1]:.1f}) / "
