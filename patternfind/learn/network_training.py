@@ -26,7 +26,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from patternfind._validation import non_negative_int
-from patternfind.evaluation.metrics import best_f1_threshold
 from patternfind.layers.features import feature_options as complete_feature_options
 from patternfind.layers.network import Layer, Network
 from patternfind.learn.optimize import (
@@ -38,6 +37,7 @@ from patternfind.learn.optimize import (
     _Optimizer,
     _progress_reporter,
     _stratified_split,
+    fit_record,
     loss_forward,
 )
 
@@ -220,30 +220,19 @@ def fit_network(
     _, theta, bias, best_epoch = best
     finish(len(history), best_epoch, history[-1])
     model.unpack(theta)
-    val_scores = model.scores(theta, bias, x_val)
-    threshold, f1 = best_f1_threshold(val_scores, y_val > 0)
-    train_scores = model.scores(theta, bias, x_train)
-    return {
-        "w": theta[model.filter_slice].copy(),
-        "b": float(bias),
-        "threshold": threshold,
-        "loss": [float(v) for v in history],
-        "val_loss": [float(v) for v in val_history],
-        "objective": model.objective(theta, bias, x_train, y_train, loss=loss, l2=l2),
-        "train_accuracy": float(np.mean((train_scores >= threshold) == (y_train > 0))),
-        "val_accuracy": float(np.mean((val_scores >= threshold) == (y_val > 0))),
-        "val_f1": f1,
-        "epochs": len(history),
-        "best_epoch": best_epoch,
-        "seconds": time.perf_counter() - start,
-        "options": {"loss": loss, "l2": l2, "optimizer": optimizer, "lr": float(lr),
-                    "epochs": max_epochs, "batch_size": options.batch_size,
-                    "val_fraction": options.val_fraction, "seed": seed,
-                    "train_samples": len(train), "val_samples": len(val),
-                    "network_params": network.num_params},
-        "feature_shape": model.feature_shape,
-        "feature_params": {key: value.copy() for key, value in network.parameters().items()},
-    }
+    record = fit_record(
+        theta[model.filter_slice].copy(), bias, train_scores=model.scores(theta, bias, x_train),
+        y_train=y_train, val_scores=model.scores(theta, bias, x_val), y_val=y_val,
+        history=history, val_history=val_history, best_epoch=best_epoch, started=start,
+        objective=model.objective(theta, bias, x_train, y_train, loss=loss, l2=l2),
+        options={"loss": loss, "l2": l2, "optimizer": optimizer, "lr": float(lr),
+                 "epochs": max_epochs, "batch_size": options.batch_size,
+                 "val_fraction": options.val_fraction, "seed": seed,
+                 "train_samples": len(train), "val_samples": len(val),
+                 "network_params": network.num_params})
+    record["feature_shape"] = model.feature_shape
+    record["feature_params"] = {key: value.copy() for key, value in network.parameters().items()}
+    return record
 
 
 def _shifted(x: NDArray[np.float32], shift: int, rng: np.random.Generator) -> NDArray[np.float32]:

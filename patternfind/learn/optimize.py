@@ -325,24 +325,41 @@ def fit_linear(
         X_train_raw = X_train + mean
         val_scores = X_val @ w + np.float32(bias)
         train_scores = X_train_raw @ w + np.float32(bias)
+    return fit_record(
+        w, bias, train_scores=train_scores, y_train=y_train, val_scores=val_scores, y_val=y_val,
+        history=history, val_history=val_history, best_epoch=best_epoch, started=start,
+        objective=float(objective(w, b, X_train, y_train, loss=loss, l2=l2)[0]),
+        options={"loss": loss, "l2": l2, "optimizer": optimizer,
+                 "lr": None if lr is None else float(lr), "epochs": max_epochs,
+                 "batch_size": batch_size, "val_fraction": val_fraction, "seed": seed,
+                 "train_samples": len(train), "val_samples": len(val)})
+
+
+def fit_record(w: NDArray[np.float32], b: float, *, train_scores: NDArray[np.floating],
+               y_train: NDArray[np.floating], val_scores: NDArray[np.floating],
+               y_val: NDArray[np.floating], history: list[float], val_history: list[float],
+               best_epoch: int, started: float, objective: float,
+               options: dict[str, Any]) -> dict[str, Any]:
+    """The result of a fit, as `fit_linear` and the network's fit return it.
+
+    The threshold is the best F1 of the validation scores; both accuracies
+    are taken at it. ``started`` is the fit's `time.perf_counter` start.
+    """
     threshold, f1 = best_f1_threshold(val_scores, y_val > 0)
     return {
         "w": w,
-        "b": bias,
+        "b": float(b),
         "threshold": threshold,
         "loss": [float(v) for v in history],
         "val_loss": [float(v) for v in val_history],
-        "objective": float(objective(w, b, X_train, y_train, loss=loss, l2=l2)[0]),
+        "objective": objective,
         "train_accuracy": float(np.mean((train_scores >= threshold) == (y_train > 0))),
         "val_accuracy": float(np.mean((val_scores >= threshold) == (y_val > 0))),
         "val_f1": f1,
         "epochs": len(history),
         "best_epoch": best_epoch,
-        "seconds": time.perf_counter() - start,
-        "options": {"loss": loss, "l2": l2, "optimizer": optimizer, "lr": None if lr is None else float(lr),
-                    "epochs": max_epochs, "batch_size": batch_size,
-                    "val_fraction": val_fraction, "seed": seed,
-                    "train_samples": len(train), "val_samples": len(val)},
+        "seconds": time.perf_counter() - started,
+        "options": options,
     }
 
 
