@@ -319,7 +319,7 @@ def _feature_params(filter_: Filter) -> dict[str, NDArray[np.float32]]:
 def _check_network_chain(filter_: Filter, params: Mapping[str, NDArray[np.float32]]) -> None:
     """Refuse stored network arrays whose layers do not chain, by shape arithmetic alone.
 
-    Each conv layer's weights are ``(F, F, C, K)``: ``C`` must be the channels it
+    Each conv layer's weights are ``(F, F, C/groups, K)``: ``C`` must be the channels it
     receives (the image's for the first conv layer, the previous conv layer's
     ``K`` after it) and the filter on top must take the last ``K``. The layers
     themselves live in `patternfind.layers.network`, above this module, so the
@@ -345,10 +345,12 @@ def _check_network_chain(filter_: Filter, params: Mapping[str, NDArray[np.float3
             msg = (f"Filter {filter_.name!r}: conv layer {index} has {count} filters of {size}×{size} "
                    f"but its weights have shape {weights.shape}; expected ({size}, {size}, C, {count})")
             raise ValueError(msg)
-        if weights.shape[2] != depth:
+        groups = spec.get("groups", 1)
+        if not isinstance(groups, int) or groups < 1 or weights.shape[2] * groups != depth:
+            per_group = f" in each of {groups} groups" if groups != 1 else ""
             msg = (f"the network's layers do not chain: conv layer {index} of filter "
-                   f"{filter_.name!r} takes {weights.shape[2]} input channels (weights of shape "
-                   f"{weights.shape}) but {source} has {depth}")
+                   f"{filter_.name!r} takes {weights.shape[2]} input channels{per_group} (weights "
+                   f"of shape {weights.shape}) but {source} has {depth}")
             raise ValueError(msg)
         if bias.shape != (count,):
             msg = (f"Filter {filter_.name!r}: conv layer {index} needs a bias of shape "

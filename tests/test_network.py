@@ -47,7 +47,8 @@ def _float64_network(layers, channels, seed=0):
     [(Conv(3, 3), 7), (Conv(2, 3, stride=2), 9), (Conv(2, 3, padding="same"), 7),
      (Conv(2, 2, stride=2, padding=1), 8), (ReLU(), 7), (MaxPool(2), 8), (MaxPool(3, stride=1), 7),
      (MaxPool(2, stride=1), 7), (AvgPool(2), 8), (AvgPool(3, stride=2), 9),
-     (LocalContrast(3, eps=0.5), 7), (LocalContrast(5, eps=0.1), 8)],
+     (LocalContrast(3, eps=0.5), 7), (LocalContrast(5, eps=0.1), 8),
+     (Conv(4, 3, groups=2), 7), (Conv(2, 3, stride=2, padding=1, groups=2), 9)],
     ids=repr,
 )
 def test_layer_backward_matches_finite_differences(layer, size):
@@ -136,9 +137,10 @@ def test_patience_counts_steps_not_epochs_on_a_one_batch_set():
         [Conv(3, 3), ReLU(), MaxPool(3, stride=1), Conv(2, 3, stride=2), ReLU(), AvgPool(2)],
         [Conv(2, 4, stride=2), ReLU(), MaxPool(3, stride=2)],
         [LocalContrast(5), Conv(3, 3), ReLU(), MaxPool(2)],
+        [Conv(4, 3), ReLU(), MaxPool(2), Conv(6, 3, groups=2), ReLU()],
     ],
     ids=["default", "overlapping-pool-stride2-conv", "stride2-conv-overlapping-pool",
-         "local-contrast-first"],
+         "local-contrast-first", "grouped-conv"],
 )
 def test_network_on_a_whole_image_equals_the_network_on_every_window(layers):
     """The fully-convolutional property that makes the detector's boxes right."""
@@ -193,6 +195,91 @@ def test_parameter_counts_match_the_lecture_formula():
     assert "760" in Network([Conv(10, 5, padding=2)], channels=3).describe(input_size=(32, 32))
     assert "32×32×10" in Network([Conv(10, 5, padding=2)], channels=3).describe(
         input_size=(32, 32))
+
+
+def test_a_grouped_conv_is_the_dense_conv_with_zeros_between_its_groups():
+    """groups=2: each half of the filters sees only its half of the channels."""
+    from patternfind.layers.conv import conv2d
+
+    x = np.random.default_rng(20).standard_normal((2, 9, 9, 6)).astype(np.float32)
+    grouped = Network([Conv(4, 3, stride=2, padding=1, groups=2)], channels=6, seed=1)
+    weights, bias = grouped.layers[0].weights, grouped.layers[0].bias
+    assert weights.shape == (3, 3, 3, 4)
+    dense = np.zeros((3, 3, 6, 4), np.float32)
+    dense[:, :, :3, :2] = weights[..., :2]
+    dense[:, :, 3:, 2:] = weights[..., 2:]
+    np.testing.assert_allclose(grouped.forward(x)[0], conv2d(x, dense, bias, stride=2, padding=1),
+                               rtol=1e-5, atol=1e-5)
+    # the lecture's count, each filter seeing C/groups channels: K(F²C/g + 1) = 4·(3·3·3 + 1)
+    assert grouped.num_params == 4 * (3 * 3 * 3 + 1) == np.count_nonzero(dense) + 4
+    assert "K(F²C/groups + 1)" in grouped.describe()
+
+
+def _member_layers():
+    """Specs (fresh layers for every network) with contrast, pooling, stride and a grouped conv."""
+    return [layer.spec() for layer in (LocalContrast(3), Conv(4, 3), ReLU(), MaxPool(2),
+                                       Conv(6, 3, stride=2, groups=2), ReLU())]
+
+
+def test_networks_side_by_side_give_each_networks_output_in_turn():
+    members = [Network(_member_layers(), channels=2, seed=seed) for seed in (1, 2, 3)]
+    together = Network.side_by_side(members)
+    image = np.random.default_rng(21).random((2, 27, 25, 2), dtype=np.float32)
+    expected = np.concatenate([member.forward(image)[0] for member in members], axis=3)
+    np.testing.assert_allclose(together.forward(image)[0], expected, rtol=1e-5, atol=1e-6)
+    assert together.num_params == sum(member.num_params for member in members)
+    assert repr(together.layers[4]) == "Conv(18, 3, stride=2, groups=6)"
+
+
+def _cnn_filter(seed, *, window=16):
+    network = Network([LocalContrast(3), Conv(4, 5), ReLU(), MaxPool(2), Conv(6, 3), ReLU()],
+                      channels=1, seed=seed)
+    rows, cols, channels = network.output_shape(window, window)
+    weights = np.random.default_rng(seed).standard_normal((rows, cols, channels)).astype(np.float32)
+    return Filter(weights, bias=seed - 0.5, features="cnn", window=(window, window),
+                  feature_options={"layers": network.spec(), "color": False},
+                  feature_params=network.parameters(), name=f"member{seed}", threshold=float(seed),
+                  meta={"options": {"seed": seed}})
+
+
+def test_averaged_networks_score_the_mean_of_their_scores(tmp_path):
+    from patternfind.learn.network_training import average_networks
+
+    def scores(filter_, windows):  # ⟨w, φ(x)⟩ + b of each window
+        features = window_features(windows, kind="cnn", options=filter_.feature_options,
+                                   parameters=filter_.feature_params)
+        return features.reshape(len(windows), -1) @ filter_.weights.ravel() + filter_.bias
+
+    members = [_cnn_filter(seed) for seed in (0, 1)]
+    averaged = average_networks(members)
+    averaged.save(tmp_path / "averaged.npz")
+    loaded = load_filter(tmp_path / "averaged.npz")
+    assert loaded.weights.shape == (3, 3, 12)
+    assert [member["seed"] for member in loaded.meta["members"]] == [0, 1]
+    windows = np.random.default_rng(22).random((30, 16, 16), dtype=np.float32)
+    expected = (scores(members[0], windows) + scores(members[1], windows)) / 2
+    np.testing.assert_allclose(scores(loaded, windows), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("build", "text"),
+    [
+        (lambda: Conv(5, 3, groups=2), "`groups`=2 of a Conv layer must divide its k=5 filters"),
+        (lambda: Network([Conv(4, 3, groups=2)], channels=3),
+         "splits its input into 2 groups but receives 3 channels"),
+        (lambda: Network.side_by_side([Network([Conv(4, 3)], channels=1),
+                                       Network([Conv(4, 5)], channels=1)]),
+         "must share one architecture"),
+        (lambda: Network.side_by_side([Network([Conv(4, 3, groups=2)], channels=2)]),
+         "the first conv layer (Conv(4, 3, groups=2)) is grouped"),
+        (lambda: __import__("patternfind.learn.network_training", fromlist=["x"]).average_networks(
+            [_cnn_filter(0), _cnn_filter(1, window=20)]), "filter 1 ('member1') has a (20, 20) window"),
+    ],
+    ids=["groups-k", "groups-channels", "architectures", "grouped-first", "windows"],
+)
+def test_bad_groups_and_ensembles_name_the_value(build, text):
+    with pytest.raises(ValueError, match=re.escape(text)):
+        build()
 
 
 def test_he_initialisation_has_the_he_variance():
@@ -423,7 +510,7 @@ def _edit_filter_file(path, arrays, header):
         np.savez(stream, **arrays)
 
 
-@pytest.mark.parametrize("mismatch", ["first layer", "second layer", "filter on top"])
+@pytest.mark.parametrize("mismatch", ["first layer", "second layer", "filter on top", "groups"])
 def test_a_network_file_whose_layers_do_not_chain_is_refused_on_load(mismatch, tmp_path, capsys):
     path = tmp_path / "network.npz"
     arrays, header = _two_layer_filter_file(path)
@@ -436,6 +523,9 @@ def test_a_network_file_whose_layers_do_not_chain_is_refused_on_load(mismatch, t
         arrays["feature_params.0.bias"] = np.zeros(5, np.float32)
         header["feature_options"]["layers"][0]["k"] = 5
         expected = r"conv layer 3 .* takes 4 input channels .* conv layer 0 before it has 5"
+    elif mismatch == "groups":  # layer 3 in 2 groups of the 4 channels would take 2 each
+        header["feature_options"]["layers"][3]["groups"] = 2
+        expected = r"conv layer 3 .* takes 4 input channels in each of 2 groups .* has 4"
     else:  # the filter takes 7 channels, the network gives 6
         arrays["weights"] = np.ones((3, 3, 7), np.float32)
         expected = r"filter 'two-layer' takes 7 feature channels .* last conv layer gives 6"
@@ -507,6 +597,8 @@ def test_cli_trains_a_cnn_filter_from_folders(tmp_path, capsys):
         (["--layers", "conv:8:5", "--features", "hog"], "--layers applies to cnn features"),
         (["--window", "25x25"], "does not fit"),
         (["--window", "8x8"], "receptive field of 12 pixels is larger than the 8×8 window"),
+        (["--ensemble", "0"], "--ensemble must be a positive integer, got 0"),
+        (["--ensemble", "2"], "--ensemble applies to cnn features trained from --annotations"),
     ],
 )
 def test_cli_refuses_bad_networks_in_one_line(tmp_path, capsys, arguments, text):
@@ -621,7 +713,8 @@ def test_mined_negatives_overlap_no_box_beyond_the_features_limit(features, limi
     # every window the detector keeps is mined, however briefly the filter trained
     monkeypatch.setattr(detector_training, "_MINING_THRESHOLD", -1e9)
     train = [_scene(seed) for seed in range(3)]
-    extra = {"network": [Conv(4, 5), ReLU(), MaxPool(2)], "epochs": 3} if features == "cnn" else {}
+    extra = ({"network": [Conv(4, 5), ReLU(), MaxPool(2)], "epochs": 3, "ensemble": 1}
+             if features == "cnn" else {})
     train_detector([image for image, _ in train], [boxes for _, boxes in train], features=features,
                    mine_rounds=1, hard_negatives_per_image=100_000, **extra)
     by_image = {id(image): boxes for image, boxes in train}
@@ -631,3 +724,27 @@ def test_mined_negatives_overlap_no_box_beyond_the_features_limit(features, limi
     assert max(overlaps) < limit
     if features == "cnn":  # windows over part of a target were mined, which 0.3 would refuse
         assert max(overlaps) >= 0.3
+
+
+def test_an_ensemble_detector_is_the_mean_of_the_networks_trained_from_its_seeds():
+    """train_detector(ensemble=2) = the networks of seeds 0 and 1, side by side, averaged."""
+    from test_learn import _scene
+
+    from patternfind import train_detector
+
+    train = [_scene(seed) for seed in range(2)]
+    images, boxes = [image for image, _ in train], [b for _, b in train]
+    settings = {"features": "cnn", "network": [Conv(4, 5), ReLU(), MaxPool(2)], "mine_rounds": 1,
+                "epochs": 3}
+    together = train_detector(images, boxes, ensemble=2, seed=0, **settings)
+    alone = [train_detector(images, boxes, ensemble=1, seed=seed, **settings) for seed in (0, 1)]
+    assert [member["seed"] for member in together.meta["members"]] == [0, 1]
+    np.testing.assert_allclose(together.weights,
+                               np.concatenate([f.weights for f in alone], axis=-1) / 2)
+    np.testing.assert_array_equal(together.feature_params["0.weights"], np.concatenate(
+        [f.feature_params["0.weights"] for f in alone], axis=-1))
+    assert together.meta["threshold_rule"] == "best F1 of the ensemble over the training images"
+    with pytest.raises(ValueError, match="`ensemble`=2 needs features='cnn'"):
+        train_detector(images, boxes, features="hog", ensemble=2)
+    with pytest.raises(ValueError, match="ensemble"):
+        train_detector(images, boxes, features="cnn", ensemble=0)

@@ -98,6 +98,9 @@ def build_parser() -> Parser:
                         help="random background windows per image (annotations only; default 40)")
     parser.add_argument("--hard-negatives-per-image", type=int, default=50, metavar="N",
                         help="mined windows per image and round (annotations only; default 50)")
+    parser.add_argument("--ensemble", type=int, default=None, metavar="N",
+                        help="cnn: train N networks (seeds --seed, --seed + 1, ...) and "
+                             "score by the mean of their scores (annotations only; default 2)")
     parser.add_argument("--upsample", type=float, default=None, metavar="F",
                         help="enlarge every annotated image by F before training (e.g. 2 for "
                              "faces smaller than the window); the filter is scaled back, so "
@@ -207,6 +210,10 @@ def run(args: argparse.Namespace) -> int:
     if args.layers is not None and features != "cnn":
         msg = f"--layers applies to cnn features, not {features}"
         raise UsageError(msg)
+    if args.ensemble is not None and (features != "cnn" or folders):
+        msg = ("--ensemble applies to cnn features trained from --annotations, not "
+               + ("--pos/--neg folders" if folders else f"{features} features"))
+        raise UsageError(msg)
     options: dict[str, Any] | None = None
     if features == "cnn" and args.layers is not None:
         options = {"layers": args.layers}
@@ -245,6 +252,9 @@ def _check_numbers_early(args: argparse.Namespace) -> None:
         if getattr(args, flag) < 0:
             msg = f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}"
             raise UsageError(msg)
+    if args.ensemble is not None and args.ensemble < 1:
+        msg = f"--ensemble must be a positive integer, got {args.ensemble}"
+        raise UsageError(msg)
     if args.upsample is not None and not (math.isfinite(args.upsample) and args.upsample > 0):
         msg = f"--upsample must be a positive number, got {args.upsample}"
         raise UsageError(msg)
@@ -292,7 +302,9 @@ def _train_from_annotations(args: argparse.Namespace, common: dict[str, Any],
                           jitter=args.jitter,
                           negatives_per_image=args.negatives_per_image,
                           hard_negatives_per_image=args.hard_negatives_per_image,
-                          upsample=args.upsample, **common)
+                          upsample=args.upsample,
+                          **({"ensemble": args.ensemble} if args.ensemble is not None else {}),
+                          **common)
 
 
 def _summary(filter_: Any, output: Path, seconds: float) -> str:
@@ -309,6 +321,11 @@ def _summary(filter_: Any, output: Path, seconds: float) -> str:
         network = Network.from_filter(filter_)
         lines.append(f"network: {network!r}, {network.num_params} parameters, receptive field "
                      f"{network.receptive_field} px, stride {network.total_stride} px")
+        if "members" in meta:
+            seeds = ", ".join(str(member["seed"]) for member in meta["members"])
+            lines.append(f"ensemble of {len(meta['members'])} networks side by side (seeds "
+                         f"{seeds}), scored by the mean of their scores; the fit and mining "
+                         "figures are the first network's")
     if "rounds" in meta:
         mined = ", ".join(str(r["hard_negatives"]) for r in meta["rounds"]) or "none"
         lines.append(f"{meta['positives']} positives, {meta['negatives']} negatives "

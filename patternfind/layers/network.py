@@ -90,20 +90,31 @@ class Conv:
     padding : {"valid", "same"} or int, default "valid"
         Zero padding ``P`` on each side; ``"same"`` is ``P = (F − 1)/2`` (odd
         ``F`` only), which keeps the map size at stride 1.
+    groups : int, default 1
+        Split the ``C`` input channels and the ``K`` filters into this many
+        groups; group ``g``'s filters see only group ``g``'s channels (as
+        torch's ``groups``). A layer then has ``K(F²C/groups + 1)``
+        parameters. `Network.side_by_side` uses groups to run several
+        networks as one.
 
     Attributes
     ----------
-    weights : (F, F, C, K) float32 array or None
+    weights : (F, F, C/groups, K) float32 array or None
         Set by `Network` (He initialisation) or from saved parameters.
     bias : (K,) float32 array or None
     """
 
     kind = "conv"
 
-    def __init__(self, k: int, f: int, *, stride: int = 1, padding: str | int = "valid") -> None:
+    def __init__(self, k: int, f: int, *, stride: int = 1, padding: str | int = "valid",
+                 groups: int = 1) -> None:
         self.k = _positive(k, "k", "Conv")
         self.f = _positive(f, "f", "Conv")
         self.stride = _positive(stride, "stride", "Conv")
+        self.groups = _positive(groups, "groups", "Conv")
+        if self.k % self.groups:
+            msg = f"`groups`={self.groups} of a Conv layer must divide its k={self.k} filters"
+            raise ValueError(msg)
         if padding == "valid":
             self.padding = 0
         elif padding == "same":
@@ -121,14 +132,18 @@ class Conv:
         self.bias: Array | None = None
 
     def spec(self) -> dict[str, Any]:
-        return {"type": "conv", "k": self.k, "f": self.f, "stride": self.stride,
+        spec = {"type": "conv", "k": self.k, "f": self.f, "stride": self.stride,
                 "padding": self.padding}
+        if self.groups != 1:  # files of ungrouped layers stay as they were
+            spec["groups"] = self.groups
+        return spec
 
     def initialise(self, channels: int, rng: np.random.Generator) -> None:
-        """He initialisation: weights ~ N(0, 2 / (F²C)), bias 0."""
-        scale = math.sqrt(2.0 / (self.f * self.f * channels))
-        self.weights = (rng.standard_normal((self.f, self.f, channels, self.k)) * scale).astype(
-            np.float32)
+        """He initialisation: weights ~ N(0, 2 / (F²C/groups)), bias 0 (the fan-in of a filter)."""
+        fan_in = self.f * self.f * (channels // self.groups)
+        scale = math.sqrt(2.0 / fan_in)
+        self.weights = (rng.standard_normal((self.f, self.f, channels // self.groups, self.k))
+                        * scale).astype(np.float32)
         self.bias = np.zeros(self.k, dtype=np.float32)
 
     def params(self) -> dict[str, Array]:
@@ -140,27 +155,33 @@ class Conv:
     def forward(self, x: Array) -> tuple[Array, Any]:
         """``(N, H, W, C)`` → ``(N, H', W', K)``; the cache is the input."""
         params = self.params()
-        out = conv2d(x, params["weights"], params["bias"], stride=self.stride,
-                     padding=self.padding)
-        return out, x
+        parts = [conv2d(x_g, w_g, b_g, stride=self.stride, padding=self.padding)
+                 for x_g, w_g, b_g in zip(_split(x, self.groups),
+                                          _split(params["weights"], self.groups),
+                                          _split(params["bias"], self.groups), strict=True)]
+        return _join(parts), x
 
     def backward(self, grad_out: Array, cache: Any, *, input_gradient: bool = True
                  ) -> tuple[Array | None, dict[str, Array]]:
         """``grad_x`` (None if not ``input_gradient``) and the parameters' gradients."""
-        weights = self.params()["weights"]
-        grad_x: Array | None
-        if input_gradient:
-            grad_x, grad_w, grad_b = conv2d_backward(grad_out, cache, weights,
-                                                     stride=self.stride, padding=self.padding)
-        else:  # a first layer: its input is the data, whose gradient nobody needs
-            grad_x, grad_w, grad_b = _conv_backward(grad_out, cache, weights, self.stride,
-                                                    self.padding, input_gradient=False)
-        return grad_x, {"weights": grad_w, "bias": grad_b}
+        grads: list[tuple[Array | None, Array, Array]] = []
+        for grad_g, x_g, w_g in zip(_split(grad_out, self.groups), _split(cache, self.groups),
+                                    _split(self.params()["weights"], self.groups), strict=True):
+            if input_gradient:
+                grads.append(conv2d_backward(grad_g, x_g, w_g, stride=self.stride,
+                                             padding=self.padding))
+            else:  # a first layer: its input is the data, whose gradient nobody needs
+                grads.append(_conv_backward(grad_g, x_g, w_g, self.stride, self.padding,
+                                            input_gradient=False))
+        grad_x, grad_w, grad_b = zip(*grads, strict=True)
+        return (_join(list(grad_x)) if input_gradient else None,  # type: ignore[arg-type]
+                {"weights": _join(list(grad_w)), "bias": _join(list(grad_b))})
 
     def __repr__(self) -> str:
         padding = f", padding={self.padding}" if self.padding else ""
         stride = f", stride={self.stride}" if self.stride != 1 else ""
-        return f"Conv({self.k}, {self.f}{stride}{padding})"
+        groups = f", groups={self.groups}" if self.groups != 1 else ""
+        return f"Conv({self.k}, {self.f}{stride}{padding}{groups})"
 
 
 class ReLU:
@@ -390,6 +411,10 @@ class Network:
         for index, layer in enumerate(self.layers):
             if not isinstance(layer, Conv):
                 continue
+            if depth % layer.groups:
+                msg = (f"the network's layers do not chain: layer {index} ({layer!r}) splits its "
+                       f"input into {layer.groups} groups but receives {depth} channels")
+                raise ValueError(msg)
             if layer.weights is None:
                 layer.initialise(depth, rng)
             _check_conv_params(layer, index, depth)
@@ -415,11 +440,14 @@ class Network:
 
     @property
     def num_params(self) -> int:
-        """Learnable parameters: the lecture's ``K(F²C + 1)`` summed over conv layers."""
+        """Learnable parameters: the lecture's ``K(F²C + 1)`` summed over conv layers.
+
+        A grouped layer's filters see ``C/groups`` channels each: ``K(F²C/groups + 1)``.
+        """
         total, depth = 0, self.channels
         for layer in self.layers:
             if isinstance(layer, Conv):
-                total += num_params(layer.f, depth, layer.k)
+                total += num_params(layer.f, depth // layer.groups, layer.k)
                 depth = layer.k
         return total
 
@@ -466,13 +494,15 @@ class Network:
         for layer in self.layers:
             params = 0
             if isinstance(layer, Conv):
-                params = num_params(layer.f, depth, layer.k)
+                params = num_params(layer.f, depth // layer.groups, layer.k)
                 depth = layer.k
             if size is not None and not isinstance(layer, ReLU):
                 size = (_output_length(layer, size[0]), _output_length(layer, size[1]))
             shape = "" if size is None else f"{size[0]}×{size[1]}×{depth}"
             lines.append(f"{layer!r:<22} {shape:>14} {params:>10}")
-        lines.append(f"total parameters {self.num_params} (K(F²C + 1) per conv layer); "
+        grouped = any(isinstance(layer, Conv) and layer.groups != 1 for layer in self.layers)
+        formula = "K(F²C/groups + 1)" if grouped else "K(F²C + 1)"
+        lines.append(f"total parameters {self.num_params} ({formula} per conv layer); "
                      f"receptive field {self.receptive_field} px, total stride "
                      f"{self.total_stride} px, padding offset {self.geometry.offset} px")
         return "\n".join(lines)
@@ -539,6 +569,51 @@ class Network:
             raise ValueError(msg)
         return cls.from_parameters(filter_.feature_options["layers"], filter_.feature_params,
                                    channels=3 if filter_.feature_options.get("color") else 1)
+
+    @classmethod
+    def side_by_side(cls, networks: Sequence[Network]) -> Network:
+        """One network that runs every network of ``networks`` on the same input.
+
+        The networks must share one architecture. The result's output holds
+        each network's output channels in turn, ``(H', W', n·K)``: the first
+        conv layer's filters are stacked, and every later conv layer is
+        grouped (``n`` times its groups) so that each network's filters see
+        only that network's channels. The layers before the first conv run
+        once; the rest cost ``n`` times one network's.
+
+        Raises
+        ------
+        ValueError
+            If ``networks`` is empty, the architectures or input channels
+            differ, or the first conv layer is itself grouped.
+        """
+        networks = list(networks)
+        if not networks:
+            msg = "`networks` must hold at least one network"
+            raise ValueError(msg)
+        first = networks[0]
+        for index, other in enumerate(networks[1:], 1):
+            if other.spec() != first.spec() or other.channels != first.channels:
+                msg = (f"`networks` must share one architecture: network {index} is {other!r}, "
+                       f"network 0 is {first!r}")
+                raise ValueError(msg)
+        count, stacked, after_first_conv = len(networks), [], False
+        for index, layer in enumerate(first.layers):
+            if not isinstance(layer, Conv):  # no parameters, one channel at a time: shared
+                stacked.append(layer_from_spec(layer.spec()))
+                continue
+            if not after_first_conv and layer.groups != 1:
+                msg = (f"the first conv layer ({layer!r}) is grouped: its networks' filters "
+                       "could not share the input")
+                raise ValueError(msg)
+            conv = Conv(layer.k * count, layer.f, stride=layer.stride, padding=layer.padding,
+                        groups=layer.groups * count if after_first_conv else 1)
+            members = [network.layers[index].params() for network in networks]
+            conv.weights = np.concatenate([params["weights"] for params in members], axis=3)
+            conv.bias = np.concatenate([params["bias"] for params in members])
+            stacked.append(conv)
+            after_first_conv = True
+        return cls(stacked, channels=first.channels)
 
     # ---------------------------------------------------------------- passes
 
@@ -623,15 +698,26 @@ def _float_array(values: Any) -> Array:
     return array if array.dtype == np.float64 else array.astype(np.float32, copy=False)
 
 
+def _split(array: Array, groups: int) -> list[Array]:
+    """``array`` cut into ``groups`` equal parts along its last axis (channels, filters or biases)."""
+    return [array] if groups == 1 else np.split(array, groups, axis=-1)
+
+
+def _join(parts: list[Array]) -> Array:
+    """The inverse of `_split`: the parts side by side along the last axis."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+
+
 def _check_conv_params(layer: Conv, index: int, channels: int) -> None:
     assert layer.weights is not None
     assert layer.bias is not None
-    expected = (layer.f, layer.f, channels, layer.k)
+    expected = (layer.f, layer.f, channels // layer.groups, layer.k)
     if layer.weights.shape != expected:
         got_channels = layer.weights.shape[2] if layer.weights.ndim == 4 else "?"
+        per_group = f" in each of {layer.groups} groups" if layer.groups != 1 else ""
         msg = (f"the network's layers do not chain: layer {index} ({layer!r}) has weights of "
-               f"shape {layer.weights.shape} ({got_channels} input channels) but receives "
-               f"{channels} channels; expected {expected}")
+               f"shape {layer.weights.shape} ({got_channels} input channels{per_group}) but "
+               f"receives {channels} channels; expected {expected}")
         raise ValueError(msg)
     if layer.bias.shape != (layer.k,):
         msg = f"layer {index} ({layer!r}) must have a bias of shape ({layer.k},), got {layer.bias.shape}"

@@ -40,8 +40,9 @@ from patternfind.learn.optimize import (
     fit_record,
     loss_forward,
 )
+from patternfind.structures import Filter
 
-__all__ = ["build_network", "fit_network"]
+__all__ = ["average_networks", "build_network", "fit_network"]
 
 _DEFAULT_LR = 0.01  # Adam; SGD (momentum 0.9) gets a tenth of it
 _DEFAULT_EPOCHS = 40  # early stopping usually ends sooner ...
@@ -93,6 +94,65 @@ def build_network(network: NetworkLike, feature_settings: Mapping[str, Any], *,
     built.check_fits(*window)
     settings = complete_feature_options("cnn", {**feature_settings, "layers": built.spec()})
     return built, settings
+
+
+def average_networks(filters: Sequence[Filter], *, name: str | None = None) -> Filter:
+    """One ``"cnn"`` filter whose score is the mean of the given filters' scores.
+
+    The filters (trained from different seeds, say) must share the window
+    and the network's architecture. Their networks run side by side as one
+    (`Network.side_by_side`: grouped conv layers, so detection costs the sum
+    of theirs) and the filter on top holds each filter's weights, divided by
+    their number, over its own network's channels: at every window the score
+    is ``mean_m (⟨w_m, φ_m(x)⟩ + b_m)``.
+
+    Parameters
+    ----------
+    filters : sequence of Filter
+        ``features="cnn"`` filters, each of weights ``(fh, fw, K)``.
+    name : str, optional
+        Default: the first filter's name.
+
+    Returns
+    -------
+    Filter
+        Weights ``(fh, fw, n·K)``. Its threshold is the filters' mean
+        threshold (`patternfind.train_detector` sets it anew on the training
+        images); ``meta`` is the first filter's, with ``meta["members"]``
+        holding each filter's seed, threshold and meta.
+
+    Raises
+    ------
+    ValueError
+        If ``filters`` is empty, or a filter is not ``"cnn"``, or they differ
+        in window, network or colour.
+    """
+    filters = list(filters)
+    if not filters:
+        msg = "`filters` must hold at least one filter"
+        raise ValueError(msg)
+    first = filters[0]
+    for index, filter_ in enumerate(filters):
+        if filter_.features != "cnn":
+            msg = f"filter {index} ({filter_.name!r}) has {filter_.features!r} features, not a network"
+            raise ValueError(msg)
+        if filter_.window != first.window or filter_.weights.shape != first.weights.shape or (
+                filter_.feature_options.get("color") != first.feature_options.get("color")):
+            msg = (f"filter {index} ({filter_.name!r}) has a {filter_.window} window and weights "
+                   f"{filter_.weights.shape}; filter 0 has {first.window} and {first.weights.shape}")
+            raise ValueError(msg)
+    network = Network.side_by_side([Network.from_filter(filter_) for filter_ in filters])
+    count = len(filters)
+    weights = np.concatenate([filter_.weights for filter_ in filters], axis=-1) / np.float32(count)
+    members = [{"seed": filter_.meta.get("options", {}).get("seed"),
+                "threshold": filter_.threshold, "meta": dict(filter_.meta)} for filter_ in filters]
+    return Filter(weights, bias=float(np.mean([filter_.bias for filter_ in filters])),
+                  name=first.name if name is None else name,
+                  threshold=float(np.mean([filter_.threshold for filter_ in filters])),
+                  score="dot", features="cnn", window=first.window,
+                  feature_options={**first.feature_options, "layers": network.spec()},
+                  feature_params=network.parameters(),
+                  meta={**first.meta, "members": members})
 
 
 def fit_network(
