@@ -77,6 +77,18 @@ def _positive(value: Any, name: str, layer: str) -> int:
         raise ValueError(msg) from None
 
 
+def _positive_number(value: Any, name: str, layer: str) -> float:
+    """A finite positive float, or a ValueError naming the layer, the parameter and the value."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        msg = f"`{name}` of a {layer} layer must be a positive number, got {value!r}"
+        raise ValueError(msg)
+    return number
+
+
 class Conv:
     """A convolutional layer: ``k`` filters of ``f × f × C`` with a bias each.
 
@@ -280,13 +292,7 @@ class LocalContrast:
         if self.f % 2 == 0:
             msg = f"`f` of a LocalContrast layer must be odd (a centre pixel), got {f!r}"
             raise ValueError(msg)
-        try:
-            self.eps = float(eps)
-        except (TypeError, ValueError):
-            self.eps = math.nan
-        if not (math.isfinite(self.eps) and self.eps > 0):
-            msg = f"`eps` of a LocalContrast layer must be a positive number, got {eps!r}"
-            raise ValueError(msg)
+        self.eps = _positive_number(eps, "eps", "LocalContrast")
 
     def spec(self) -> dict[str, Any]:
         return {"type": self.kind, "f": self.f, "eps": self.eps}
