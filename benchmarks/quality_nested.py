@@ -5,7 +5,8 @@
 - **learned network**: nested conv layers and the filter on top, trained end to
   end (``features="cnn"``). lfw uses the default network; digits a wider one
   (`DIGITS_LAYERS`); the face scenes a `LocalContrast` first layer and
-  augmented positives (`FACE_LAYERS`, `FACE_TRAINING`). Those choices were made
+  augmented positives (`FACE_LAYERS`, `FACE_TRAINING`), and `train_detector`'s
+  default ensemble of two networks (seeds 0 and 1). Those choices were made
   on validation splits of the *training* data only (digits: columns 0-34 against
   35-49; faces: the training scenes in two folds), never on the test data.
 

@@ -748,3 +748,24 @@ def test_an_ensemble_detector_is_the_mean_of_the_networks_trained_from_its_seeds
         train_detector(images, boxes, features="hog", ensemble=2)
     with pytest.raises(ValueError, match="ensemble"):
         train_detector(images, boxes, features="cnn", ensemble=0)
+
+
+def test_cli_trains_a_network_ensemble_from_annotations(tmp_path, capsys):
+    from test_learn import _scene
+
+    from patternfind.io import save_image
+
+    rows = ["image,x,y,w,h,label"]
+    for seed in range(2):
+        image, boxes = _scene(seed)
+        save_image(tmp_path / f"{seed}.png", (image * 255).astype(np.uint8))
+        rows += [f"{seed}.png,{b.x},{b.y},{b.w},{b.h},ring" for b in boxes]
+    (tmp_path / "boxes.csv").write_text("\n".join(rows) + "\n")
+    output = tmp_path / "rings.npz"
+    status = main(["train", "--annotations", str(tmp_path / "boxes.csv"), "--features", "cnn",
+                   "--layers", "conv:4:5,relu,maxpool:2", "--epochs", "2", "--mine-rounds", "1",
+                   "--ensemble", "2", "--seed", "3", "--quiet", "-o", str(output)])
+    assert status == 0
+    assert "ensemble of 2 networks side by side (seeds 3, 4)" in capsys.readouterr().out
+    learned = load_filter(output)
+    assert learned.feature_params["0.weights"].shape == (5, 5, 1, 8)  # both networks' 4 filters
