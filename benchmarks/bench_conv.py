@@ -10,8 +10,13 @@ conv2d_backward (all three gradients) against torch's forward and
 ``backward()`` of its sum, with the input, weights and bias all requiring
 gradients. Both libraries are timed in the same run with interleaved repeats;
 the table gives the medians and their ratio, and the ratio of the best times
-(less sensitive to other work on a shared machine). Before timing, each
-case's outputs and gradients are checked against torch's.
+(less sensitive to other work on a shared machine). Every timed call follows
+a pause (``--pause``, so that the other library's threads stop spinning) and
+one untimed call of its own, so that both are timed warm, as between the
+steps of a training loop; timed straight after the pause, both libraries
+paid to wake their threads, torch more than patternfind, and the ratios came
+out lower. Before timing, each case's outputs and gradients are checked
+against torch's.
 
 Threads are set explicitly for both sides and printed: ``--threads 1`` runs
 torch with ``torch.set_num_threads(1)`` and patternfind's conv layers on one
@@ -113,6 +118,10 @@ def time_once(call, pause):
     # let the other library's worker threads stop spinning before the clock starts:
     # on 2 cores, OpenBLAS and torch's OpenMP pools otherwise steal each other's cores
     time.sleep(pause)
+    # then one untimed call, so that this library's own threads are awake again, as
+    # they are between the steps of a training loop: after an idle pause, waking the
+    # second core cost patternfind's threaded forward pass more than its second thread gains
+    call()
     start = time.perf_counter()
     call()
     return time.perf_counter() - start

@@ -11,7 +11,9 @@
    and with the linear HOG filter samples/faces/face.npz, interleaved; medians
    and their ratio. Target: ≤ 4×.
 
-The machine is shared: read the medians and ratios, not single times.
+The machine is shared: read the medians and ratios, not single times. Every
+timed call follows a 20 ms pause (the other library's threads go idle) and one
+untimed call of its own (its threads are awake, as in a running loop).
 
 The training step is timed once per ``--threads`` setting: a count applies to
 both libraries (``torch.set_num_threads`` and patternfind's conv block threads),
@@ -145,6 +147,7 @@ def interleaved(calls, repeats):
     for _ in range(repeats):
         for name, call in calls.items():
             time.sleep(0.02)  # let the other library's threads go idle
+            call()  # untimed: wakes this library's own threads, as in a running loop
             start = time.perf_counter()
             call()
             times[name].append(time.perf_counter() - start)
