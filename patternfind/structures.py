@@ -346,7 +346,11 @@ def _check_network_chain(filter_: Filter, params: Mapping[str, NDArray[np.float3
                    f"but its weights have shape {weights.shape}; expected ({size}, {size}, C, {count})")
             raise ValueError(msg)
         groups = spec.get("groups", 1)
-        if not isinstance(groups, int) or groups < 1 or weights.shape[2] * groups != depth:
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            msg = (f"Filter {filter_.name!r}: conv layer {index} needs `groups` as a positive "
+                   f"integer, got {groups!r}")
+            raise ValueError(msg)
+        if weights.shape[2] * groups != depth:
             per_group = f" in each of {groups} groups" if groups != 1 else ""
             msg = (f"the network's layers do not chain: conv layer {index} of filter "
                    f"{filter_.name!r} takes {weights.shape[2]} input channels{per_group} (weights "

@@ -7,6 +7,7 @@ against the lecture's formula K(F²C + 1).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -203,6 +204,7 @@ def test_a_grouped_conv_is_the_dense_conv_with_zeros_between_its_groups():
 
     x = np.random.default_rng(20).standard_normal((2, 9, 9, 6)).astype(np.float32)
     grouped = Network([Conv(4, 3, stride=2, padding=1, groups=2)], channels=6, seed=1)
+    _random_biases(grouped, seed=1)  # He initialisation leaves them zero
     weights, bias = grouped.layers[0].weights, grouped.layers[0].bias
     assert weights.shape == (3, 3, 3, 4)
     dense = np.zeros((3, 3, 6, 4), np.float32)
@@ -215,6 +217,15 @@ def test_a_grouped_conv_is_the_dense_conv_with_zeros_between_its_groups():
     assert "K(F²C/groups + 1)" in grouped.describe()
 
 
+def _random_biases(network, *, seed):
+    """Give every conv layer random biases, so that a test also compares where they go."""
+    rng = np.random.default_rng(seed)
+    for layer in network.layers:
+        if isinstance(layer, Conv):
+            layer.bias = rng.standard_normal(layer.k).astype(np.float32)
+    return network
+
+
 def _member_layers():
     """Specs (fresh layers for every network) with contrast, pooling, stride and a grouped conv."""
     return [layer.spec() for layer in (LocalContrast(3), Conv(4, 3), ReLU(), MaxPool(2),
@@ -222,7 +233,8 @@ def _member_layers():
 
 
 def test_networks_side_by_side_give_each_networks_output_in_turn():
-    members = [Network(_member_layers(), channels=2, seed=seed) for seed in (1, 2, 3)]
+    members = [_random_biases(Network(_member_layers(), channels=2, seed=seed), seed=seed)
+               for seed in (1, 2, 3)]
     together = Network.side_by_side(members)
     image = np.random.default_rng(21).random((2, 27, 25, 2), dtype=np.float32)
     expected = np.concatenate([member.forward(image)[0] for member in members], axis=3)
@@ -231,18 +243,22 @@ def test_networks_side_by_side_give_each_networks_output_in_turn():
     assert repr(together.layers[4]) == "Conv(18, 3, stride=2, groups=6)"
 
 
-def _cnn_filter(seed, *, window=16):
-    network = Network([LocalContrast(3), Conv(4, 5), ReLU(), MaxPool(2), Conv(6, 3), ReLU()],
+def _cnn_filter(seed, *, window=16, last_k=6, threshold=None):
+    network = Network([LocalContrast(3), Conv(4, 5), ReLU(), MaxPool(2), Conv(last_k, 3), ReLU()],
                       channels=1, seed=seed)
+    _random_biases(network, seed=seed)
     rows, cols, channels = network.output_shape(window, window)
-    weights = np.random.default_rng(seed).standard_normal((rows, cols, channels)).astype(np.float32)
+    shape = (rows, cols) if channels == 1 else (rows, cols, channels)  # as Filter keeps one channel
+    weights = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     return Filter(weights, bias=seed - 0.5, features="cnn", window=(window, window),
                   feature_options={"layers": network.spec(), "color": False},
-                  feature_params=network.parameters(), name=f"member{seed}", threshold=float(seed),
+                  feature_params=network.parameters(), name=f"member{seed}",
+                  threshold=float(seed) if threshold is None else threshold,
                   meta={"options": {"seed": seed}})
 
 
-def test_averaged_networks_score_the_mean_of_their_scores(tmp_path):
+@pytest.mark.parametrize("last_k", [6, 1], ids=["six-filters", "one-filter"])
+def test_averaged_networks_score_the_mean_of_their_scores(last_k, tmp_path):
     from patternfind.learn.network_training import average_networks
 
     def scores(filter_, windows):  # ⟨w, φ(x)⟩ + b of each window
@@ -250,11 +266,12 @@ def test_averaged_networks_score_the_mean_of_their_scores(tmp_path):
                                    parameters=filter_.feature_params)
         return features.reshape(len(windows), -1) @ filter_.weights.ravel() + filter_.bias
 
-    members = [_cnn_filter(seed) for seed in (0, 1)]
+    members = [_cnn_filter(seed, last_k=last_k) for seed in (0, 1)]
     averaged = average_networks(members)
     averaged.save(tmp_path / "averaged.npz")
     loaded = load_filter(tmp_path / "averaged.npz")
-    assert loaded.weights.shape == (3, 3, 12)
+    assert loaded.weights.shape == (3, 3, 2 * last_k)
+    assert loaded.threshold == pytest.approx(0.5)  # the members' 0 and 1
     assert [member["seed"] for member in loaded.meta["members"]] == [0, 1]
     windows = np.random.default_rng(22).random((30, 16, 16), dtype=np.float32)
     expected = (scores(members[0], windows) + scores(members[1], windows)) / 2
@@ -280,6 +297,41 @@ def test_averaged_networks_score_the_mean_of_their_scores(tmp_path):
 def test_bad_groups_and_ensembles_name_the_value(build, text):
     with pytest.raises(ValueError, match=re.escape(text)):
         build()
+
+
+def test_averaging_and_stacking_take_filters_and_networks_only():
+    from patternfind.learn.network_training import average_networks
+
+    network = Network([Conv(4, 3)], channels=1)
+    with pytest.raises(TypeError, match="`filters` must hold Filter objects, got Network at 1"):
+        average_networks([_cnn_filter(0), network])
+    with pytest.raises(TypeError, match="`networks` must hold Network objects, got str at 1"):
+        Network.side_by_side([network, "conv:4:3"])
+
+
+def test_an_average_with_a_member_without_threshold_has_none():
+    from patternfind.learn.network_training import average_networks
+
+    members = [_cnn_filter(0), dataclasses.replace(_cnn_filter(1), threshold=None)]
+    assert average_networks(members).threshold is None
+    assert average_networks(members[:1]).threshold == 0.0
+
+
+def test_an_ensemble_whose_threshold_no_detection_sets_says_so():
+    """No training detection hits a box: the members' mean threshold, and no image F1."""
+    import time
+
+    from patternfind.learn.detector_training import _calibrated_ensemble
+
+    image = np.random.default_rng(23).random((40, 40), dtype=np.float32)
+    started = time.perf_counter()
+    merged = _calibrated_ensemble([_cnn_filter(0), _cnn_filter(1)], {"a": image}, {"a": []},
+                                  started=started)
+    assert merged.threshold == pytest.approx(0.5)
+    assert merged.meta["threshold_rule"] == (
+        "the members' mean threshold: no detection on the training images hit a box")
+    assert "image_f1" not in merged.meta
+    assert 0 < merged.meta["total_seconds"] <= time.perf_counter() - started
 
 
 def test_he_initialisation_has_the_he_variance():
@@ -532,15 +584,33 @@ def test_a_network_file_whose_layers_do_not_chain_is_refused_on_load(mismatch, t
     _edit_filter_file(path, arrays, header)
     with pytest.raises(ValueError, match="layers do not chain: " + expected):
         load_filter(path)
-    image = tmp_path / "image.png"
+    error = _cli_error_detecting_with(path, tmp_path, capsys)
+    assert "do not chain" in error
+    assert str(path) in error
+
+
+def _cli_error_detecting_with(path, tmp_path, capsys):
+    """The one line the CLI prints (exit 2) when detecting with the filter file ``path``."""
     from patternfind.io import save_image
 
+    image = tmp_path / "image.png"
     save_image(image, np.zeros((40, 40), np.uint8))
     assert main([str(image), "--filter", str(path), "--threshold", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert "do not chain" in err[0]
-    assert str(path) in err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize("groups", ["2", 2.0, 0, True])
+def test_a_network_file_with_a_bad_groups_value_names_it(groups, tmp_path, capsys):
+    path = tmp_path / "network.npz"
+    arrays, header = _two_layer_filter_file(path)
+    header["feature_options"]["layers"][3]["groups"] = groups
+    _edit_filter_file(path, arrays, header)
+    expected = f"conv layer 3 needs `groups` as a positive integer, got {groups!r}"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        load_filter(path)
+    assert expected in _cli_error_detecting_with(path, tmp_path, capsys)
 
 
 def test_a_network_file_whose_weights_do_not_match_their_layer_is_refused(tmp_path):
@@ -743,11 +813,39 @@ def test_an_ensemble_detector_is_the_mean_of_the_networks_trained_from_its_seeds
                                np.concatenate([f.weights for f in alone], axis=-1) / 2)
     np.testing.assert_array_equal(together.feature_params["0.weights"], np.concatenate(
         [f.feature_params["0.weights"] for f in alone], axis=-1))
-    assert together.meta["threshold_rule"] == "best F1 of the ensemble over the training images"
+    # the threshold says how it was set: the ensemble's best F1, or (no training detection
+    # hit a box, as with these three epochs) the members' mean threshold
+    if "image_f1" in together.meta:
+        assert together.meta["threshold_rule"] == "best F1 of the ensemble over the training images"
+        assert together.meta["image_f1"] > 0
+    else:
+        assert together.meta["threshold_rule"].startswith("the members' mean threshold")
+        assert together.threshold == pytest.approx(np.mean([f.threshold for f in alone]))
     with pytest.raises(ValueError, match="`ensemble`=2 needs features='cnn'"):
         train_detector(images, boxes, features="hog", ensemble=2)
     with pytest.raises(ValueError, match="ensemble"):
         train_detector(images, boxes, features="cnn", ensemble=0)
+
+
+def test_a_grouped_first_layer_trains_one_network_unless_an_ensemble_is_asked_for():
+    """Side by side, the networks' first layers share one input: a grouped one cannot."""
+    from test_learn import _scene
+
+    from patternfind import train_detector
+
+    train = [_scene(seed) for seed in range(2)]
+    # colour (three channels to group), the channels unequal so that it stays colour
+    images = [np.dstack([image, image * 0.5, 1 - image]) for image, _ in train]
+    boxes = [b for _, b in train]
+    settings = {"features": "cnn", "network": [Conv(3, 5, groups=3), ReLU(), MaxPool(2)],
+                "mine_rounds": 1, "epochs": 2, "seed": 0}
+    with pytest.raises(ValueError, match=re.escape(
+            "`ensemble`=2 needs an ungrouped first conv layer (the networks side by side share "
+            "its input), got Conv(3, 5, groups=3)")):
+        train_detector(images, boxes, ensemble=2, **settings)
+    single = train_detector(images, boxes, **settings)  # the default ensemble gives way
+    assert "members" not in single.meta
+    assert single.feature_params["0.weights"].shape == (5, 5, 1, 3)
 
 
 def test_cli_trains_a_network_ensemble_from_annotations(tmp_path, capsys):

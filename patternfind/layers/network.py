@@ -589,6 +589,8 @@ class Network:
 
         Raises
         ------
+        TypeError
+            If an item of ``networks`` is not a `Network`.
         ValueError
             If ``networks`` is empty, the architectures or input channels
             differ, or the first conv layer is itself grouped.
@@ -597,6 +599,11 @@ class Network:
         if not networks:
             msg = "`networks` must hold at least one network"
             raise ValueError(msg)
+        for index, network in enumerate(networks):
+            if not isinstance(network, Network):
+                msg = (f"`networks` must hold Network objects, got {type(network).__name__} "
+                       f"at {index}")
+                raise TypeError(msg)
         first = networks[0]
         for index, other in enumerate(networks[1:], 1):
             if other.spec() != first.spec() or other.channels != first.channels:

@@ -40,6 +40,7 @@ from patternfind.learn.network_training import (
     average_networks,
     build_network,
     fit_network,
+    grouped_first_conv,
 )
 from patternfind.learn.optimize import FitOptions, fit_linear
 from patternfind.learn.patch_training import fit_with_selection, make_filter
@@ -194,7 +195,9 @@ def train_detector(
         all three (a second partition of the scenes: 0.842 alone for one
         seed; pairs 0.958 and 0.977). Training takes ``ensemble`` times as
         long, and so does the network part of detection, so the default stops
-        at two.
+        at two. A network whose first conv layer is grouped trains alone (the
+        networks side by side share that layer's input; ``ensemble`` > 1 is
+        refused for it).
     name, options, network, **fit_options
         As in `train_filter`: the filter's name, how to fit it (`FitOptions`)
         and, for ``"cnn"``, the network's layers.
@@ -260,6 +263,13 @@ def train_detector(
         color = False  # every "colour" image is grey: keep them grey
         pixels = {key: p[..., 0] if p.ndim == 3 else p for key, p in pixels.items()}
     feature_settings = {**feature_settings, "color": color}
+    grouped = grouped_first_conv(network, feature_settings) if members > 1 else None
+    if grouped is not None:  # side by side, the networks' first layers share one input
+        if ensemble is not None:
+            msg = (f"`ensemble`={ensemble!r} needs an ungrouped first conv layer (the networks "
+                   f"side by side share its input), got {grouped!r}")
+            raise ValueError(msg)
+        members = 1
     boxes = {key: check_boxes(_as_boxes(keyed_boxes[key]), pixels[key].shape, f"image {key!r}")
              for key in keyed_boxes}
     factor = 1.0 if upsample is None else finite_float(upsample, "upsample")
@@ -274,7 +284,7 @@ def train_detector(
             scale_step=scale_step, upsample=upsample, network=network, ensemble=1, name=name,
             options=dataclasses.replace(fit_settings, seed=None if seed is None else seed + index))
             for index in range(members)]
-        return _calibrated_ensemble(networks, pixels, boxes, time.perf_counter() - started)
+        return _calibrated_ensemble(networks, pixels, boxes, started=started)
     if factor != 1:
         pixels = {key: cv2.resize(p, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
                   for key, p in pixels.items()}
@@ -440,18 +450,26 @@ def train_detector(
 
 
 def _calibrated_ensemble(networks: list[Filter], pixels: Mapping[str, NDArray[np.float32]],
-                         boxes: Mapping[str, list[Box]], seconds: float) -> Filter:
+                         boxes: Mapping[str, list[Box]], *, started: float) -> Filter:
     """The networks' mean (`average_networks`), its threshold set as each network's was.
 
     The threshold is the best F1 of the ensemble's detections on the training
-    images (IoU ≥ 0.5 with a box), over the networks' own search range.
+    images (IoU ≥ 0.5 with a box), over the networks' own search range; if
+    none of them hits a box, the members' mean threshold. ``started`` is
+    the training's start (`time.perf_counter`), for ``meta["total_seconds"]``.
     """
     merged = average_networks(networks)
     ranked = {key: detect(image, merged, threshold=_MINING_THRESHOLD, nms_iou=0.3)
               for key, image in pixels.items()}
     threshold, image_f1 = detection_threshold(ranked, boxes, iou=0.5)
-    meta = {**merged.meta, "threshold_rule": "best F1 of the ensemble over the training images",
-            "image_f1": image_f1, "total_seconds": seconds}
+    meta = {key: value for key, value in merged.meta.items() if key != "image_f1"}
+    if threshold is None:
+        meta["threshold_rule"] = ("the members' mean threshold: no detection on the training "
+                                  "images hit a box")
+    else:
+        meta.update(threshold_rule="best F1 of the ensemble over the training images",
+                    image_f1=image_f1)
+    meta["total_seconds"] = time.perf_counter() - started
     return dataclasses.replace(merged, meta=meta,
                                threshold=merged.threshold if threshold is None else threshold)
 

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from patternfind._validation import non_negative_int
 from patternfind.layers.features import feature_options as complete_feature_options
-from patternfind.layers.network import Layer, Network
+from patternfind.layers.network import Conv, Layer, Network
 from patternfind.learn.optimize import (
     _CHECK_STEPS,
     _DIVERGED,
@@ -70,15 +70,11 @@ def build_network(network: NetworkLike, feature_settings: Mapping[str, Any], *,
         input channels do not match the patches'.
     """
     channels = 3 if feature_settings.get("color") else 1
-    if network is None:
-        layers = complete_feature_options("cnn", feature_settings)["layers"]
-        built = Network(layers, channels=channels, seed=seed)
-    elif isinstance(network, Network):
+    if isinstance(network, Network):
         built = Network.from_parameters(network.spec(), network.parameters(),
                                         channels=network.channels)
     else:  # fresh layers from their specs: training must not change the caller's objects
-        built = Network([layer.spec() if hasattr(layer, "spec") else layer for layer in network],
-                        channels=channels, seed=seed)
+        built = Network(_layer_specs(network, feature_settings), channels=channels, seed=seed)
     if built.channels != channels:
         kind = "colour" if channels == 3 else "grey"
         msg = (f"`network` takes {built.channels} input channel(s) but the patches are {kind} "
@@ -94,6 +90,26 @@ def build_network(network: NetworkLike, feature_settings: Mapping[str, Any], *,
     built.check_fits(*window)
     settings = complete_feature_options("cnn", {**feature_settings, "layers": built.spec()})
     return built, settings
+
+
+def _layer_specs(network: NetworkLike, feature_settings: Mapping[str, Any]) -> list[Any]:
+    """The layer specs a list of layers (or None: the options' ``layers``) asks for."""
+    if network is None:
+        return list(complete_feature_options("cnn", feature_settings)["layers"])
+    if isinstance(network, Network):
+        return network.spec()
+    return [layer.spec() if hasattr(layer, "spec") else layer for layer in network]
+
+
+def grouped_first_conv(network: NetworkLike, feature_settings: Mapping[str, Any]) -> Conv | None:
+    """The network's first conv layer if it is grouped, else None.
+
+    `Network.side_by_side` (and so an ensemble) cannot stack such a layer.
+    """
+    channels = 3 if feature_settings.get("color") else 1
+    layers = Network(_layer_specs(network, feature_settings), channels=channels).layers
+    first = next((layer for layer in layers if isinstance(layer, Conv)), None)
+    return first if first is not None and first.groups != 1 else None
 
 
 def average_networks(filters: Sequence[Filter], *, name: str | None = None) -> Filter:
@@ -117,12 +133,14 @@ def average_networks(filters: Sequence[Filter], *, name: str | None = None) -> F
     -------
     Filter
         Weights ``(fh, fw, n·K)``. Its threshold is the filters' mean
-        threshold (`patternfind.train_detector` sets it anew on the training
-        images); ``meta`` is the first filter's, with ``meta["members"]``
+        threshold, or None if a filter has none (`patternfind.train_detector`
+        sets it anew on the training images); ``meta`` is the first filter's, with ``meta["members"]``
         holding each filter's seed, threshold and meta.
 
     Raises
     ------
+    TypeError
+        If an item of ``filters`` is not a `Filter`.
     ValueError
         If ``filters`` is empty, or a filter is not ``"cnn"``, or they differ
         in window, network or colour.
@@ -133,6 +151,9 @@ def average_networks(filters: Sequence[Filter], *, name: str | None = None) -> F
         raise ValueError(msg)
     first = filters[0]
     for index, filter_ in enumerate(filters):
+        if not isinstance(filter_, Filter):
+            msg = f"`filters` must hold Filter objects, got {type(filter_).__name__} at {index}"
+            raise TypeError(msg)
         if filter_.features != "cnn":
             msg = f"filter {index} ({filter_.name!r}) has {filter_.features!r} features, not a network"
             raise ValueError(msg)
@@ -143,12 +164,16 @@ def average_networks(filters: Sequence[Filter], *, name: str | None = None) -> F
             raise ValueError(msg)
     network = Network.side_by_side([Network.from_filter(filter_) for filter_ in filters])
     count = len(filters)
-    weights = np.concatenate([filter_.weights for filter_ in filters], axis=-1) / np.float32(count)
+    # a last conv layer of one filter gives (fh, fw) weights: stack them as channels too
+    weights = np.concatenate([np.atleast_3d(filter_.weights) for filter_ in filters],
+                             axis=-1) / np.float32(count)
     members = [{"seed": filter_.meta.get("options", {}).get("seed"),
                 "threshold": filter_.threshold, "meta": dict(filter_.meta)} for filter_ in filters]
+    thresholds = [filter_.threshold for filter_ in filters]
+    known = [threshold for threshold in thresholds if threshold is not None]
     return Filter(weights, bias=float(np.mean([filter_.bias for filter_ in filters])),
                   name=first.name if name is None else name,
-                  threshold=float(np.mean([filter_.threshold for filter_ in filters])),
+                  threshold=float(np.mean(known)) if len(known) == count else None,
                   score="dot", features="cnn", window=first.window,
                   feature_options={**first.feature_options, "layers": network.spec()},
                   feature_params=network.parameters(),
