@@ -821,6 +821,13 @@ def test_an_ensemble_detector_is_the_mean_of_the_networks_trained_from_its_seeds
     else:
         assert together.meta["threshold_rule"].startswith("the members' mean threshold")
         assert together.threshold == pytest.approx(np.mean([f.threshold for f in alone]))
+    for network in alone:  # so do the networks' own thresholds
+        if "image_f1" in network.meta:
+            assert network.meta["threshold_rule"].startswith("best F1 over the training images")
+            assert network.meta["image_f1"] > 0
+        else:
+            assert network.meta["threshold_rule"] == (
+                "best F1 over the validation patches: no detection on the images hit a box")
     with pytest.raises(ValueError, match="`ensemble`=2 needs features='cnn'"):
         train_detector(images, boxes, features="hog", ensemble=2)
     with pytest.raises(ValueError, match="ensemble"):

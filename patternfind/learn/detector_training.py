@@ -215,8 +215,9 @@ def train_detector(
         image is searched by the filter fitted without its fold; a detection
         counts when it overlaps a box by IoU ≥ 0.5), so that it is not set on
         images the filter fits almost perfectly. With a single annotated
-        image it falls back to the training image (``meta["threshold_rule"]``
-        says which). The patch cut stays in ``meta["patch_threshold"]``, the
+        image it falls back to the training image, and if no detection hits
+        a box, to the patch cut (``meta["threshold_rule"]`` says which).
+        The patch cut stays in ``meta["patch_threshold"]``, the
         AP of the held-out detections in ``meta["cv_ap"]``. ``meta`` also holds
         ``rounds`` (per round: negatives added, validation accuracy),
         ``positives``, ``negatives``, ``window_rule``, ``l2_selection``,
@@ -438,6 +439,9 @@ def train_detector(
         fit["patch_threshold"] = fit["threshold"]
         fit["threshold"] = threshold
         fit["image_f1"] = image_f1
+    else:  # the fit's own cut stays
+        fit["threshold_rule"] = ("best F1 over the validation patches: no detection on the "
+                                 "images hit a box")
     extra = {"rounds": rounds, "positives": int((y > 0).sum()), "negatives": int((y < 0).sum()),
              "box_scales": [float(box_scales[0]) / factor, float(box_scales[1]) / factor],
              "search_scales": [float(scales[0]) / factor, float(scales[1]) / factor],
