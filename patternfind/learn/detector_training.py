@@ -283,7 +283,7 @@ def train_detector(
             mine_rounds=mine_rounds, negatives_per_image=negatives_per_image,
             hard_negatives_per_image=hard_negatives_per_image, flip=flip, jitter=jitter,
             scale_step=scale_step, upsample=upsample, network=network, ensemble=1, name=name,
-            options=dataclasses.replace(fit_settings, seed=None if seed is None else seed + index))
+            options=dataclasses.replace(fit_settings, seed=seed + index))
             for index in range(members)]
         return _calibrated_ensemble(networks, pixels, boxes, started=started)
     if factor != 1:

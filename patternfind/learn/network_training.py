@@ -134,8 +134,9 @@ def average_networks(filters: Sequence[Filter], *, name: str | None = None) -> F
     Filter
         Weights ``(fh, fw, n·K)``. Its threshold is the filters' mean
         threshold, or None if a filter has none (`patternfind.train_detector`
-        sets it anew on the training images); ``meta`` is the first filter's, with ``meta["members"]``
-        holding each filter's seed, threshold and meta.
+        sets it anew on the training images); ``meta`` is the first
+        filter's, with ``meta["members"]`` holding each filter's seed,
+        threshold and meta.
 
     Raises
     ------
@@ -169,8 +170,7 @@ def average_networks(filters: Sequence[Filter], *, name: str | None = None) -> F
                              axis=-1) / np.float32(count)
     members = [{"seed": filter_.meta.get("options", {}).get("seed"),
                 "threshold": filter_.threshold, "meta": dict(filter_.meta)} for filter_ in filters]
-    thresholds = [filter_.threshold for filter_ in filters]
-    known = [threshold for threshold in thresholds if threshold is not None]
+    known = [filter_.threshold for filter_ in filters if filter_.threshold is not None]
     return Filter(weights, bias=float(np.mean([filter_.bias for filter_ in filters])),
                   name=first.name if name is None else name,
                   threshold=float(np.mean(known)) if len(known) == count else None,
