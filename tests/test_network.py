@@ -159,6 +159,39 @@ def test_network_on_a_whole_image_equals_the_network_on_every_window(layers):
     assert whole.shape[:2] == ((41 - window) // stride + 1, (37 - window) // stride + 1)
 
 
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [Conv(4, 3), ReLU(), MaxPool(2), Conv(6, 3), ReLU(), MaxPool(3, stride=1)],
+        [ReLU(), MaxPool(2), Conv(3, 3), ReLU(), AvgPool(2), Conv(2, 2), ReLU()],
+        [Conv(4, 3), ReLU(), ReLU(), MaxPool(2, stride=1), Conv(6, 3, groups=2), ReLU()],
+    ],
+    ids=["relu-maxpool", "relu-first-and-avgpool", "two-relus-overlapping-pool"],
+)
+def test_scoring_without_caches_equals_the_layers_one_after_another(layers):
+    """Detection reorders ReLU and a following max pool; the values must not change."""
+    from patternfind.layers.conv import conv2d, pool2d
+
+    network = _random_biases(Network(layers, channels=2, seed=3), seed=3)
+    image = np.random.default_rng(6).standard_normal((2, 23, 19, 2)).astype(np.float32)
+    before = image.copy()
+    expected = image[:, :network.fitted_size(23, 19)[0], :network.fitted_size(23, 19)[1]]
+    for layer in network.layers:
+        if isinstance(layer, ReLU):
+            expected = np.maximum(expected, 0)
+        elif isinstance(layer, Conv):
+            groups = np.split(expected, layer.groups, axis=3)
+            weights = np.split(layer.weights, layer.groups, axis=3)
+            biases = np.split(layer.bias, layer.groups)
+            expected = np.concatenate([conv2d(x, w, b) for x, w, b in
+                                       zip(groups, weights, biases, strict=True)], axis=3)
+        else:
+            expected = pool2d(expected, layer.f, stride=layer.stride, mode=layer.mode)
+    np.testing.assert_array_equal(network.forward(image)[0], expected)
+    np.testing.assert_array_equal(network.forward(image, keep_cache=True)[0], expected)
+    np.testing.assert_array_equal(image, before)  # a leading ReLU did not rectify the caller's array
+
+
 def test_local_contrast_equals_a_naive_loop_and_ignores_brightness_and_contrast():
     rng = np.random.default_rng(6)
     x = rng.random((2, 9, 8, 3))
