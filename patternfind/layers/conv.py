@@ -71,6 +71,8 @@ _IM2COL_BLOCK_BYTES = 256 * 1024  # about an L2 cache
 _TAP_BLOCK_BYTES = 2 * 1024 * 1024  # taps take Fh·Fw copies per block: fewer, larger blocks
 # OpenBLAS (numpy's) keeps a matmul of at most 65536·4 multiply-adds on the calling thread
 _SINGLE_THREAD_MACS = 65536 * 4
+# On the 2-core virtual machine this was built on, the second thread gained nothing: numpy
+# calls of 10-150 µs from two threads seldom overlap there (README, "Fixed, learned, nested")
 _WORKERS = min(2, os.cpu_count() or 1)
 _MIN_BLOCKS_PER_THREAD = 2
 _SCRATCH_LIMIT_BYTES = 8 * 1024 * 1024  # larger scratch arrays are not kept between calls

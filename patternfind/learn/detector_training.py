@@ -190,14 +190,14 @@ def train_detector(
         (`patternfind.learn.network_training.average_networks`: one filter,
         the networks side by side). Default 2 for ``"cnn"`` and 1 otherwise.
         A network trained on a few dozen objects depends on its seed: on
-        4 folds of the composite face set's training scenes, three seeds
-        gave held-out AP 0.931-0.964 alone, 0.978-0.980 in pairs and 0.987
-        all three (a second partition of the scenes: 0.842 alone for one
-        seed; pairs 0.958 and 0.977). Training takes ``ensemble`` times as
-        long, and so does the network part of detection, so the default stops
-        at two. A network whose first conv layer is grouped trains alone (the
-        networks side by side share that layer's input; ``ensemble`` > 1 is
-        refused for it).
+        4 folds of the composite face set's training scenes, five seeds
+        gave held-out AP 0.873-0.964 alone, 0.951-0.980 in pairs,
+        0.967-0.987 in triples and 0.979 all five (a second partition of
+        the scenes: 0.842 alone for one seed; pairs 0.958 and 0.977).
+        Training takes ``ensemble`` times as long, and so does the network
+        part of detection, so the default stops at two. A network whose
+        first conv layer is grouped trains alone (the networks side by side
+        share that layer's input; ``ensemble`` > 1 is refused for it).
     name, options, network, **fit_options
         As in `train_filter`: the filter's name, how to fit it (`FitOptions`)
         and, for ``"cnn"``, the network's layers.
