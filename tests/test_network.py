@@ -165,8 +165,10 @@ def test_network_on_a_whole_image_equals_the_network_on_every_window(layers):
         [Conv(4, 3), ReLU(), MaxPool(2), Conv(6, 3), ReLU(), MaxPool(3, stride=1)],
         [ReLU(), MaxPool(2), Conv(3, 3), ReLU(), AvgPool(2), Conv(2, 2), ReLU()],
         [Conv(4, 3), ReLU(), ReLU(), MaxPool(2, stride=1), Conv(6, 3, groups=2), ReLU()],
+        [ReLU(), Conv(3, 3), ReLU()],
     ],
-    ids=["relu-maxpool", "relu-first-and-avgpool", "two-relus-overlapping-pool"],
+    ids=["relu-maxpool", "relu-first-and-avgpool", "two-relus-overlapping-pool",
+         "relu-first-then-conv"],
 )
 def test_scoring_without_caches_equals_the_layers_one_after_another(layers):
     """Detection reorders ReLU and a following max pool; the values must not change."""
