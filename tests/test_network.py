@@ -177,7 +177,8 @@ def test_scoring_without_caches_equals_the_layers_one_after_another(layers):
     network = _random_biases(Network(layers, channels=2, seed=3), seed=3)
     image = np.random.default_rng(6).standard_normal((2, 23, 19, 2)).astype(np.float32)
     before = image.copy()
-    expected = image[:, :network.fitted_size(23, 19)[0], :network.fitted_size(23, 19)[1]]
+    height, width = network.fitted_size(23, 19)
+    expected = image[:, :height, :width]
     for layer in network.layers:
         if isinstance(layer, ReLU):
             expected = np.maximum(expected, 0)

@@ -665,8 +665,8 @@ class Network:
         layer's forward returns a fresh array, never its input or a view of
         it); a ReLU followed by a max pool runs after the pool instead, on a
         map ``stride²`` times smaller (max and ReLU commute, and both are
-        exact, so the output is identical). On a 500×375 scene this took `detect` with the
-        three face networks from 139 to 117 ms.
+        exact, so the output is identical). On a 500×375 scene this took
+        `detect` with the three face networks from 139 to 117 ms.
         """
         out, layers, index = x, self.layers, 0
         while index < len(layers):
