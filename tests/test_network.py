@@ -128,6 +128,70 @@ def test_patience_counts_steps_not_epochs_on_a_one_batch_set():
     assert waited >= _PATIENCE * _CHECK_STEPS or meta["epochs"] == meta["options"]["epochs"]
 
 
+@pytest.mark.parametrize("epochs", [12, None], ids=["short-fit", "default-length"])
+def test_averaged_fit_keeps_the_moving_average_of_the_iterates(monkeypatch, epochs):
+    """fit_network(average=True) keeps d^t θ0 + (1 − d) Σ d^(t−i) θi at the best epoch."""
+    from patternfind.learn import network_training
+    from patternfind.learn.optimize import _Optimizer
+
+    starts, iterates = [], []
+    real_step = _Optimizer.step
+
+    def recording_step(self, w, b, grad_w, grad_b):
+        starts.append(np.append(w, b).astype(np.float64))
+        w, b = real_step(self, w, b, grad_w, grad_b)
+        iterates.append(np.append(w, b).astype(np.float64))
+        return w, b
+
+    monkeypatch.setattr(_Optimizer, "step", recording_step)
+    patches, labels = _xor_patches(300, seed=5)
+    network = Network([Conv(3, 5), ReLU(), MaxPool(2)], channels=1, seed=0)
+    record = network_training.fit_network(
+        patches[..., None], np.where(labels, 1.0, -1.0), network, average=True,
+        options=network_training.FitOptions(seed=0, epochs=epochs, batch_size=64))
+    per_epoch = -(-record["options"]["train_samples"] // 64)
+    # the average's span 1 / (1 − d) is 100 steps, or a fifth of the steps the fit may take
+    decay = min(0.99, 1 - 5 / (record["options"]["epochs"] * per_epoch))
+    assert (decay == 0.99) == (epochs is None)
+    steps = record["best_epoch"] * per_epoch
+    weights = decay ** np.arange(steps)[::-1]  # the best epoch's last iterate has age 0
+    expected = decay ** steps * starts[0] + (1 - decay) * (
+        weights[:, None] * np.array(iterates[:steps])).sum(axis=0)
+    kept = np.concatenate([*(value.ravel() for value in record["feature_params"].values()),
+                           record["w"].ravel(), [record["b"]]])
+    np.testing.assert_allclose(kept, expected, rtol=1e-4, atol=1e-5)
+    # and it is neither that epoch's last iterate nor the plain mean of the iterates
+    assert np.abs(kept - iterates[steps - 1]).max() > 1e-3
+    assert np.abs(kept - np.mean(iterates[:steps], axis=0)).max() > 1e-3
+
+
+def test_train_detector_averages_its_network_fits(monkeypatch):
+    """Every mining round's network fit keeps the moving average; train_filter's do not."""
+    from test_learn import _scene
+
+    from patternfind.learn import detector_training, patch_training
+
+    calls = []
+    real_fit = detector_training.fit_network
+
+    def recording_fit(*args, **kwargs):
+        calls.append(kwargs.get("average", False))
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(detector_training, "fit_network", recording_fit)
+    monkeypatch.setattr(patch_training, "fit_network", recording_fit)
+    train = [_scene(seed) for seed in range(2)]
+    detector_training.train_detector([image for image, _ in train], [boxes for _, boxes in train],
+                                     features="cnn", network=[Conv(3, 5), ReLU(), MaxPool(2)],
+                                     mine_rounds=1, epochs=2, ensemble=1, progress=False)
+    assert len(calls) >= 2  # the first fit and the mining round's
+    assert all(calls)
+    patches, labels = _xor_patches(60, seed=4)
+    train_filter(patches, labels, features="cnn", network=[Conv(3, 5), ReLU(), MaxPool(2)],
+                 epochs=2)
+    assert calls[-1] is False
+
+
 # ---------------------------------------------------------------- geometry
 
 

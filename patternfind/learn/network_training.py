@@ -50,6 +50,11 @@ _MIN_STEPS = 500  # ... but small sets get enough epochs for this many steps
 _MAX_EPOCHS = 200
 _CHUNK = 2048  # windows per forward pass when scoring (bounds memory)
 _NETWORK_L2 = 1e-3  # l2="auto" for a network (see fit_network)
+# With ``average``, the weights kept are a moving average of the iterates, each weighted
+# by decay**age in steps: over about the last 1 / (1 − decay) = 100 steps, and at most a
+# fifth of the steps a fit may take (see fit_network's Notes).
+_AVERAGE_DECAY = 0.99
+_AVERAGE_SPAN = 5
 _STALL = 3  # epochs without a better training loss before the rate is halved
 
 NetworkLike = Network | Sequence[Layer | Mapping[str, Any]] | None
@@ -189,6 +194,7 @@ def fit_network(
     groups: NDArray[np.integer] | None = None,
     margin: int = 0,
     shift: int = 1,
+    average: bool = False,
 ) -> dict[str, Any]:
     """Minimise the objective over the network's weights and the filter ``(w, b)``.
 
@@ -216,6 +222,9 @@ def fit_network(
         columns) one pixel raised the mean AP of the default network from
         0.982 to 0.986. A detector passes half the network's total stride: an
         object lies up to that far from the nearest window the network scores.
+    average : bool, default False
+        Keep a moving average of the weights instead of one step's (see
+        Notes); `train_detector` turns it on.
 
     Returns
     -------
@@ -223,6 +232,21 @@ def fit_network(
         As `fit_linear`'s (``w``, ``b``, ``threshold`` and the meta entries),
         plus ``feature_shape`` (the filter's ``(fh, fw, K)``) and
         ``feature_params`` (the trained network's arrays).
+
+    Notes
+    -----
+    With ``average``, the weights kept are an exponential moving average of
+    the iterates θ₁ … θₜ that starts at the starting weights θ₀, as Keras's
+    and TensorFlow's moving averages start at the variables' values:
+    dᵗ θ₀ + (1 − d) Σᵢ dᵗ⁻ⁱ θᵢ, with d = 0.99 (about the last 100 steps).
+    Early stopping judges that average on the validation windows and keeps
+    the best epoch's. On four folds of the composite face set's training
+    scenes it raised `train_detector`'s held-out AP from 0.969 to 0.982 on
+    average for pairs of networks, and from 0.976 to 0.984 for triples
+    (seeds 0-3); a debiased average, Σᵢ dᵗ⁻ⁱ θᵢ / Σᵢ dᵗ⁻ⁱ, did not (0.969 and
+    0.976). Its span, 1 / (1 − d), is at most a fifth of the steps the fit
+    may take (``epochs`` × mini-batches), so that a short fit does not keep
+    mostly its starting weights.
 
     Raises
     ------
@@ -255,6 +279,8 @@ def fit_network(
     theta = model.pack()
     state = _Optimizer(optimizer, theta.size, lr)
     bias = 0.0
+    decay = min(_AVERAGE_DECAY, 1 - _AVERAGE_SPAN / (max_epochs * len(starts)))
+    kept, kept_bias = theta.copy(), bias  # the weights early stopping judges
     start = time.perf_counter()
     history: list[float] = []
     val_history: list[float] = []
@@ -277,20 +303,26 @@ def fit_network(
             if not math.isfinite(value):
                 _diverged(lr, value, epoch)
             theta, bias = state.step(theta, bias, grad_theta, grad_b)
+            if average:
+                kept += np.float32(1 - decay) * (theta - kept)
+                kept_bias += (1 - decay) * (bias - kept_bias)
+            else:
+                kept, kept_bias = theta, bias
             total += value * len(y_train[rows])
         value = total / len(y_train)
         if epoch == 1:
             initial = value
         if not math.isfinite(value) or value > _DIVERGED * max(initial, 1e-12):
             _diverged(lr, value, epoch)
-        val_value = model.objective(theta, bias, x_val, y_val, loss=loss, l2=l2)
+        # early stopping judges, and keeps, the average
+        val_value = model.objective(kept, kept_bias, x_val, y_val, loss=loss, l2=l2)
         if not math.isfinite(val_value):
             _diverged(lr, val_value, epoch)
         history.append(value)
         val_history.append(val_value)
         report(epoch, value)
         if best[3] == 0 or val_value < best[0] - 1e-6 * abs(best[0]):
-            best = (val_value, theta.copy(), bias, epoch)
+            best = (val_value, kept.copy(), kept_bias, epoch)
         # Mini-batch losses of a network are noisy: anneal the rate only after
         # _STALL stretches without a new best training loss, not after every bad epoch.
         if value < previous * (1 - _MIN_PROGRESS):
