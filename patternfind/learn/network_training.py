@@ -236,8 +236,8 @@ def fit_network(
     Notes
     -----
     With ``average``, the weights kept are an exponential moving average of
-    the iterates θ₁ … θₜ that starts at the starting weights θ₀, as Keras's
-    and TensorFlow's moving averages start at the variables' values:
+    the iterates θ₁ … θₜ that starts at the starting weights θ₀, as
+    TensorFlow's ``ExponentialMovingAverage`` starts its copies:
     dᵗ θ₀ + (1 − d) Σᵢ dᵗ⁻ⁱ θᵢ, with d = 0.99 (about the last 100 steps).
     Early stopping judges that average on the validation windows and keeps
     the best epoch's. On four folds of the composite face set's training
