@@ -165,6 +165,17 @@ def test_averaged_fit_keeps_the_moving_average_of_the_iterates(monkeypatch, epoc
     assert np.abs(kept - np.mean(iterates[:steps], axis=0)).max() > 1e-3
 
 
+def test_fit_network_rejects_an_average_that_is_not_a_bool():
+    """A string such as "no" is truthy: it must not silently turn the average on."""
+    from patternfind.learn import network_training
+
+    patches, labels = _xor_patches(20, seed=1)
+    network = Network([Conv(3, 5), ReLU(), MaxPool(2)], channels=1, seed=0)
+    with pytest.raises(TypeError, match=r"`average` must be True or False, got 'no'"):
+        network_training.fit_network(patches[..., None], np.where(labels, 1.0, -1.0), network,
+                                     average="no")
+
+
 def test_train_detector_averages_its_network_fits(monkeypatch):
     """Every mining round's network fit keeps the moving average; train_filter's do not."""
     from test_learn import _scene

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from patternfind._validation import non_negative_int
+from patternfind._validation import flag, non_negative_int
 from patternfind.layers.features import feature_options as complete_feature_options
 from patternfind.layers.network import Conv, Layer, Network
 from patternfind.learn.optimize import (
@@ -256,6 +256,7 @@ def fit_network(
     """
     options = options or FitOptions()
     shift = non_negative_int(shift, "shift")
+    average = flag(average, "average")
     loss, optimizer, seed = options.loss, options.optimizer, options.seed
     # "auto" cross-validates the strength for linear filters; a network would need a
     # training run per fold and strength, so it takes the fixed default
@@ -279,7 +280,7 @@ def fit_network(
     theta = model.pack()
     state = _Optimizer(optimizer, theta.size, lr)
     bias = 0.0
-    decay = min(_AVERAGE_DECAY, 1 - _AVERAGE_SPAN / (max_epochs * len(starts)))
+    decay = min(_AVERAGE_DECAY, 1 - _AVERAGE_SPAN / (max_epochs * len(starts))) if average else 0.0
     kept, kept_bias = theta.copy(), bias  # the weights early stopping judges
     start = time.perf_counter()
     history: list[float] = []
